@@ -1,0 +1,30 @@
+"""Shared test set-up: quiet TensorFlow, two logical CPU devices for MirroredStrategy tests, fixed seeds."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Split the CPU into two logical devices before TensorFlow initialises them, so that tests can run a
+# 2-replica tf.distribute.MirroredStrategy on a CPU-only machine.
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+except RuntimeError:  # already initialised (e.g. a plugin touched the devices first)
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_reset_policy():
+    import keras
+
+    np.random.seed(0)
+    tf.random.set_seed(0)
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,3 @@
+from tfinpaint.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One training loop driven by per-model recipes."""

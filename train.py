@@ -1,0 +1,12 @@
+"""Train an inpainting model (or, with ``--__gen_masks__ true``, write a mask dataset).
+
+    python train.py --model deepfill_v2 --__flist__ photos/ --max_steps 1000
+    python train.py --__lambda_l1__ 1.0
+    python train.py --__gen_masks__ true --__mask_type__ bbox
+"""
+from absl import app
+
+from tfinpaint.training.cli import main
+
+if __name__ == "__main__":
+    app.run(main)
