@@ -1,0 +1,65 @@
+"""Small helpers shared by the model files: value ranges, compositing and local-patch cropping."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def to_signed(image_unit):
+    """[0, 1] -> [-1, 1] (DeepFill / HiFill internal range)."""
+    return image_unit * 2.0 - 1.0
+
+
+def to_unit(image_signed):
+    """[-1, 1] -> [0, 1]."""
+    return (image_signed + 1.0) * 0.5
+
+
+def flip_channels(image):
+    """RGB <-> BGR. Models ported from cv2-based TF1 code (official DeepFill / HiFill weights) see BGR."""
+    return image[..., ::-1]
+
+
+def composite(prediction, image, mask):
+    """Known pixels from ``image``, hole pixels from ``prediction`` (mask: 1 = hole)."""
+    mask = tf.cast(mask, prediction.dtype)
+    image = tf.cast(image, prediction.dtype)
+    return prediction * mask + image * (1.0 - mask)
+
+
+def hole_bbox_offsets(mask, patch_height, patch_width):
+    """Top-left corners [B, 2] (int32) of a ``patch_height`` x ``patch_width`` window centred on each sample's
+    hole bounding box, clamped inside the image (the local-discriminator patch of GLCIC and DeepFill v1).
+
+    mask: [B, H, W, 1], 1 = hole. A sample without holes gets the centred window.
+    """
+    mask = tf.cast(mask > 0.5, tf.float32)
+    height = tf.shape(mask)[1]
+    width = tf.shape(mask)[2]
+    rows = tf.reduce_max(mask, axis=[2, 3])  # [B, H]
+    cols = tf.reduce_max(mask, axis=[1, 3])  # [B, W]
+
+    def centre(profile, size):
+        idx = tf.cast(tf.range(size), tf.float32)[None, :]
+        has = tf.reduce_max(profile, axis=1) > 0
+        first = tf.reduce_min(tf.where(profile > 0, idx, 1e9), axis=1)
+        last = tf.reduce_max(tf.where(profile > 0, idx, -1.0), axis=1)
+        mid = tf.where(has, (first + last) / 2.0, (tf.cast(size, tf.float32) - 1.0) / 2.0)
+        return mid
+
+    cy = centre(rows, height)
+    cx = centre(cols, width)
+    top = tf.cast(tf.round(cy - (patch_height - 1) / 2.0), tf.int32)
+    left = tf.cast(tf.round(cx - (patch_width - 1) / 2.0), tf.int32)
+    top = tf.clip_by_value(top, 0, tf.maximum(height - patch_height, 0))
+    left = tf.clip_by_value(left, 0, tf.maximum(width - patch_width, 0))
+    return tf.stack([top, left], axis=1)
+
+
+def crop_patches(images, offsets, patch_height, patch_width):
+    """Crops one ``patch_height`` x ``patch_width`` window per sample at ``offsets`` ([B, 2] top-left)."""
+    batch = tf.shape(images)[0]
+    rows = offsets[:, 0:1] + tf.range(patch_height)[None, :]  # [B, ph]
+    cols = offsets[:, 1:2] + tf.range(patch_width)[None, :]  # [B, pw]
+    rows_taken = tf.gather(images, rows, axis=1, batch_dims=1)  # [B, ph, W, C]
+    del batch
+    return tf.gather(rows_taken, cols, axis=2, batch_dims=1)  # [B, ph, pw, C]
