@@ -1,0 +1,283 @@
+"""Python inference API: ``tfinpaint.load(ckpt_dir)`` and ``tfinpaint.inpaint(image, mask, model=...)``.
+
+Any image size works. The image is reflect-padded to the model's size multiple and cropped back, and the
+known pixels of every output are bit-exact copies of the input (``out = pred * hole + image * (1 - hole)`` at
+the input's own resolution).
+
+Large images (strategy per model, so that no model runs out of memory on a 4K photo):
+
+* DeepFill v1/v2 run at full resolution up to ``max_pixels`` (default 2048 x 2048): their contextual attention
+  processes foreground positions in chunks, so memory grows linearly with the image area.
+* CRA/HiFill runs its network at 512 on the long side and adds the high-frequency residual at full resolution
+  (contextual residual aggregation, ``tfinpaint.models.cra.inpaint_high_res``), for any aspect ratio.
+* GLCIC and PConv, and DeepFill beyond ``max_pixels``, work on the region around the holes' bounding box (with
+  as much context around it again), downscaled so that it holds at most ``max_pixels``; the prediction is
+  upscaled back and pasted into the hole pixels only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Optional
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from tfinpaint import imageio
+from tfinpaint.models import registry
+
+MODEL_CONFIG_FILE = "model.json"
+
+# Pixels a model processes at once before the bounding-box working-region strategy takes over.
+DEFAULT_MAX_PIXELS = {
+    "deepfill_v1": 2048 * 2048,
+    "deepfill_v2": 2048 * 2048,
+    "glcic": 1024 * 1024,
+    "pconv": 1024 * 1024,
+    "cra": 512 * 512,
+}
+# Side length above which CRA switches to contextual residual aggregation.
+CRA_WORKING_SIZE = 512
+
+
+def _as_image(image) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return imageio.read_image(image)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image must be H x W x 3 (got shape {array.shape})")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    array = array[:, :, :3]
+    if array.dtype != np.uint8:
+        array = imageio.to_uint8(array)
+    return np.ascontiguousarray(array)
+
+
+def _as_hole_mask(mask, shape, polarity: str = "hole", name: str = "mask") -> np.ndarray:
+    """Mask as float32 [H, W] with 1 = hole, resized (nearest, with a warning) to ``shape``."""
+    from tfinpaint import masks
+
+    if isinstance(mask, (str, os.PathLike)):
+        return masks.read_mask(mask, size=shape, polarity=polarity)
+    array = np.asarray(mask)
+    if array.ndim == 3:
+        array = array.max(axis=2)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be H x W (got shape {array.shape})")
+    if array.dtype == np.bool_:
+        hole = array
+    elif array.dtype == np.uint8 or array.max(initial=0) > 1:
+        hole = array > 127
+    else:
+        hole = array > 0.5
+    if polarity == "valid":
+        hole = ~hole
+    elif polarity != "hole":
+        raise ValueError(f"mask polarity must be 'hole' or 'valid' (got {polarity!r})")
+    hole = hole.astype(np.float32)
+    if hole.shape != tuple(shape):
+        warnings.warn(f"{name}: size {hole.shape[1]}x{hole.shape[0]} differs from the image "
+                      f"{shape[1]}x{shape[0]}; resized with nearest neighbour")
+        hole = cv2.resize(hole, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return hole
+
+
+def _pad_to_multiple(array: np.ndarray, factor: int) -> np.ndarray:
+    height, width = array.shape[:2]
+    pad_h = (-height) % factor
+    pad_w = (-width) % factor
+    if not pad_h and not pad_w:
+        return array
+    pads = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    # Reflection needs at least two pixels; a 1-pixel side is repeated instead.
+    mode = "reflect" if min(height, width) > 1 else "symmetric"
+    return np.pad(array, pads, mode=mode)
+
+
+def _hole_region(hole: np.ndarray, context: float = 1.0):
+    """Bounding box of the holes grown by ``context`` times its size on every side, clipped to the image."""
+    rows = np.flatnonzero(hole.any(axis=1))
+    cols = np.flatnonzero(hole.any(axis=0))
+    top, bottom = rows[0], rows[-1] + 1
+    left, right = cols[0], cols[-1] + 1
+    grow_y = int(np.ceil((bottom - top) * context)) + 8
+    grow_x = int(np.ceil((right - left) * context)) + 8
+    height, width = hole.shape
+    return (max(0, top - grow_y), min(height, bottom + grow_y), max(0, left - grow_x), min(width, right + grow_x))
+
+
+class Inpainter:
+    """A generator wrapped for inference on single images of any size.
+
+    ``inpainter(image, mask)`` returns the completed RGB ``uint8`` image; with ``return_steps=True`` it also
+    returns the intermediate stages (dict of RGB ``uint8`` images at the size the network saw).
+    """
+
+    def __init__(self, generator, model_name: str, options: Optional[dict] = None,
+                 max_pixels: Optional[int] = None, mask_polarity: str = "hole"):
+        self.generator = generator
+        self.model_name = model_name
+        self.options = dict(options or {})
+        self.size_factor = registry.size_factor(model_name, **self._model_options())
+        self.max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS.get(model_name, 1024 * 1024))
+        self.mask_polarity = mask_polarity
+        self._run = tf.function(
+            self._forward,
+            input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32),
+                             tf.TensorSpec([1, None, None, 1], tf.float32)],
+        )
+
+    def _model_options(self) -> dict:
+        return {key: value for key, value in self.options.items() if key != "vgg_weights"}
+
+    def _forward(self, image, mask):
+        outputs = self.generator(image, mask, training=False)
+        return {key: tf.cast(value, tf.float32) for key, value in outputs.items()
+                if key in ("output", "raw", "coarse", "flow")}
+
+    def run_network(self, image: np.ndarray, hole: np.ndarray) -> dict:
+        """Runs the network on an image whose size may be anything: reflect-pads to the size factor and
+        crops every stage back. Returns float32 [H, W, 3] stages in [0, 1]."""
+        height, width = hole.shape
+        padded_image = _pad_to_multiple(image, self.size_factor).astype(np.float32) / 255.0
+        padded_hole = _pad_to_multiple(hole, self.size_factor)
+        outputs = self._run(tf.constant(padded_image[None]), tf.constant(padded_hole[None, :, :, None]))
+        return {key: np.clip(value.numpy()[0, :height, :width], 0.0, 1.0) for key, value in outputs.items()}
+
+    def __call__(self, image, mask, return_steps: bool = False):
+        image = _as_image(image)
+        hole = _as_hole_mask(mask, image.shape[:2], self.mask_polarity)
+        if not hole.any():
+            result = image.copy()
+            return (result, {"masked": image.copy(), "output": result}) if return_steps else result
+        if self.model_name == "cra" and max(image.shape[:2]) > CRA_WORKING_SIZE:
+            from tfinpaint.models.cra import inpaint_high_res
+
+            prediction = inpaint_high_res(self.generator, image, hole, working_size=CRA_WORKING_SIZE)
+            region_steps = None
+            prediction = prediction.astype(np.float32) / 255.0
+            top, left = 0, 0
+        else:
+            prediction, region_steps, (top, left) = self._predict_region(image, hole)
+        result = image.copy()
+        region = result[top:top + prediction.shape[0], left:left + prediction.shape[1]]
+        region_hole = hole[top:top + prediction.shape[0], left:left + prediction.shape[1]] > 0.5
+        predicted = np.clip(np.rint(prediction * 255.0), 0, 255).astype(np.uint8)
+        region[region_hole] = predicted[region_hole]
+        if not return_steps:
+            return result
+        steps = {"masked": _masked_view(image, hole)}
+        if region_steps:
+            for key in ("coarse", "flow"):
+                if key in region_steps:
+                    steps[key] = np.clip(np.rint(region_steps[key] * 255.0), 0, 255).astype(np.uint8)
+        steps["output"] = result
+        return result, steps
+
+    def _predict_region(self, image: np.ndarray, hole: np.ndarray):
+        """Prediction for the working region: the whole image when it is small enough, else the region around
+        the holes, downscaled to at most ``max_pixels``. Returns (prediction [h, w, 3] in [0, 1] at the
+        region's resolution, stages, (top, left))."""
+        height, width = hole.shape
+        if height * width <= self.max_pixels:
+            stages = self.run_network(image, hole)
+            return stages["raw"], stages, (0, 0)
+        top, bottom, left, right = _hole_region(hole)
+        crop_image = image[top:bottom, left:right]
+        crop_hole = hole[top:bottom, left:right]
+        crop_h, crop_w = crop_hole.shape
+        scale = min(1.0, float(np.sqrt(self.max_pixels / (crop_h * crop_w))))
+        if scale < 1.0:
+            small_size = (max(1, int(round(crop_w * scale))), max(1, int(round(crop_h * scale))))
+            small_image = cv2.resize(crop_image, small_size, interpolation=cv2.INTER_AREA)
+            # Any hole pixel inside a downscaled pixel makes it a hole, so no hole pixel is left unpredicted.
+            small_hole = (cv2.resize(crop_hole, small_size, interpolation=cv2.INTER_AREA) > 0).astype(np.float32)
+            stages = self.run_network(small_image, small_hole)
+            prediction = cv2.resize(stages["raw"], (crop_w, crop_h), interpolation=cv2.INTER_CUBIC)
+        else:
+            stages = self.run_network(crop_image, crop_hole)
+            prediction = stages["raw"]
+        return np.clip(prediction, 0.0, 1.0), stages, (top, left)
+
+
+def _masked_view(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The input as the network sees it: holes painted white."""
+    view = image.copy()
+    view[hole > 0.5] = 255
+    return view
+
+
+def read_model_config(ckpt_dir) -> dict:
+    """The ``model.json`` that training writes beside its checkpoints: {"model": name, "options": {...}}."""
+    path = os.path.join(os.fspath(ckpt_dir), MODEL_CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: missing (not a tfinpaint checkpoint folder; pass --model to override)")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def build_generator(model_name: str, options: dict):
+    """Builds a generator by name and creates its weights with one small forward pass."""
+    bundle = registry.create(model_name, **options)
+    factor = registry.size_factor(model_name, **options)
+    side = max(factor, 32)
+    bundle.generator(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]), training=False)
+    return bundle.generator
+
+
+def restore_generator(generator, ckpt_dir) -> str:
+    """Restores the generator weights of the newest checkpoint in ``ckpt_dir`` (or of a checkpoint prefix)."""
+    ckpt_dir = os.fspath(ckpt_dir)
+    path = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else ckpt_dir
+    if not path:
+        raise ValueError(f"{ckpt_dir}: no checkpoint found")
+    status = tf.train.Checkpoint(generator=generator).restore(path)
+    status.expect_partial()
+    status.assert_existing_objects_matched()
+    return path
+
+
+def load(ckpt_dir, model: Optional[str] = None, max_pixels: Optional[int] = None,
+         mask_polarity: str = "hole", **options) -> Inpainter:
+    """Loads a reusable ``Inpainter`` from a training checkpoint folder.
+
+    The model type and its build options are read from the folder's ``model.json``; ``model`` (and extra
+    build ``options``) override them.
+    """
+    config = {}
+    if model is None or not options:
+        try:
+            config = read_model_config(ckpt_dir)
+        except ValueError:
+            if model is None:
+                raise
+    name = model or config["model"]
+    build_options = dict(config.get("options", {})) if (model is None or model == config.get("model")) else {}
+    build_options.update(options)
+    build_options.pop("vgg_weights", None)  # only the training losses need VGG
+    generator = build_generator(name, build_options)
+    restore_generator(generator, ckpt_dir)
+    return Inpainter(generator, name, build_options, max_pixels=max_pixels, mask_polarity=mask_polarity)
+
+
+def inpaint(image, mask, model=None, mask_polarity: str = "hole", return_steps: bool = False, **kwargs):
+    """Inpaints one image.
+
+    image: H x W x 3 ``uint8`` RGB array (grayscale / RGBA / 16-bit accepted) or a file path.
+    mask: H x W array (1 / True / >127 = hole) or a mask file path (white = hole; ``mask_polarity="valid"``
+        reads white = known).
+    model: an ``Inpainter`` (fastest for several images) or a checkpoint folder.
+    Returns the completed H x W x 3 ``uint8`` RGB image.
+    """
+    if model is None:
+        raise ValueError("inpaint: pass model=<checkpoint folder> or model=tfinpaint.load(<checkpoint folder>)")
+    inpainter = model if isinstance(model, Inpainter) else load(model, mask_polarity=mask_polarity, **kwargs)
+    if isinstance(model, Inpainter) and mask_polarity != inpainter.mask_polarity:
+        hole = _as_hole_mask(mask, _as_image(image).shape[:2], mask_polarity)
+        return inpainter(image, hole, return_steps=return_steps)
+    return inpainter(image, mask, return_steps=return_steps)
