@@ -34,6 +34,8 @@ def define(kind: str, name: str, default, help_text: str, flag_values=flags.FLAG
     if name not in flag_values:
         if kind == "bool_value":
             flags.DEFINE(_BoolStringParser(), name, default, help_text, flag_values=flag_values)
+        elif kind == "enum":
+            flags.DEFINE_enum(name, default, kwargs.pop("enum_values"), help_text, flag_values=flag_values, **kwargs)
         else:
             getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=flag_values, **kwargs)
     for alias in aliases:
