@@ -7,7 +7,9 @@ OpenCV would silently return a partially decoded picture.
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
+import zlib
 
 import cv2
 import numpy as np
@@ -19,9 +21,47 @@ class ImageReadError(ValueError):
     """A file that is missing, truncated, corrupt or not an image. The message is one line naming the file."""
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_problem(data: bytes):
+    """Walks the PNG chunk list (length, type, payload, CRC) up to IEND; returns what is wrong, if anything.
+
+    OpenCV decodes a truncated PNG partially or not at all depending on where it was cut, so truncation
+    is detected here from the bytes rather than from the decoder.
+    """
+    offset = len(_PNG_SIGNATURE)
+    while True:
+        if offset + 8 > len(data):
+            return "truncated PNG (no IEND chunk)"
+        length, chunk_type = struct.unpack(">I4s", data[offset: offset + 8])
+        end = offset + 8 + length + 4
+        if end > len(data):
+            return f"truncated PNG (chunk {chunk_type!r} cut short)"
+        (crc,) = struct.unpack(">I", data[end - 4: end])
+        if zlib.crc32(data[offset + 4: end - 4]) != crc:
+            return f"corrupt PNG (bad CRC in chunk {chunk_type!r})"
+        if chunk_type == b"IEND":
+            return None
+        offset = end
+
+
+def _jpeg_problem(data: bytes):
+    # The main image's end-of-image marker must follow its last start-of-scan marker (an EXIF thumbnail
+    # has its own EOI earlier in the file, so a plain "EOI anywhere" check would miss truncation).
+    if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
 def read_bytes_checked(path) -> bytes:
-    """Reads ``path`` and rejects files whose PNG / JPEG end marker is missing (truncated downloads/copies)."""
+    """Reads ``path`` and rejects truncated or corrupt PNG / JPEG files (OpenCV alone may silently return a
+    partially decoded picture)."""
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageReadError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise ImageReadError(f"{path}: not a file")
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -29,10 +69,13 @@ def read_bytes_checked(path) -> bytes:
         raise ImageReadError(f"{path}: cannot read file ({error.strerror or error})") from None
     if not data:
         raise ImageReadError(f"{path}: empty file")
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in data[-64:]:
-        raise ImageReadError(f"{path}: truncated PNG (no IEND chunk)")
-    if data.startswith(b"\xff\xd8") and b"\xff\xd9" not in data[-1024:]:
-        raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker)")
+    problem = None
+    if data.startswith(_PNG_SIGNATURE):
+        problem = _png_problem(data)
+    elif data.startswith(b"\xff\xd8"):
+        problem = _jpeg_problem(data)
+    if problem is not None:
+        raise ImageReadError(f"{path}: {problem}")
     return data
 
 

@@ -35,7 +35,7 @@ def define_flags(flag_values=FLAGS) -> None:
     define("bool_value", "__gen_masks__", False, "Generate masks instead of reading --__mlist__.", flag_values)
     define("enum", "__mask_type__", "free_form", "Mask type for generated masks.", flag_values,
            enum_values=["free_form", "bbox", "single_bbox", "irregular", "mixed"])
-    define("integer", "mask_seed", 0, "Seed of generated masks (mask i uses seed + i).", flag_values)
+    define("integer", "mask_seed", 0, "Seed of generated masks (mask i is seeded with (seed, i), as in tfinpaint masks).", flag_values)
     define("bool_value", "save_steps", False, "Also write <name>_steps.png: masked | coarse | flow | output.",
            flag_values)
     define("bool_value", "overwrite", False, "Replace existing output files.", flag_values)
@@ -106,7 +106,7 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
         try:
             image = imageio.read_image(image_path)
             if mask_for[index] is None:
-                hole = mask_lib.generate(mask_type, image.shape[0], image.shape[1], mask_seed + index)
+                hole = mask_lib.indexed_mask(mask_type, image.shape[0], image.shape[1], mask_seed, index)
             else:
                 hole = _as_hole_mask(mask_for[index], image.shape[:2], mask_polarity, name=mask_for[index])
             result, steps = inpainter(image, hole, return_steps=True)

@@ -11,76 +11,26 @@
 from __future__ import annotations
 
 import os
-import struct
 import warnings
-import zlib
 
 import cv2
 import numpy as np
 
+from tfinpaint import imageio
+
 POLARITIES = ("hole", "valid")
 _THRESHOLD_8BIT = 127
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class MaskReadError(ValueError):
     """A mask file is missing, truncated, corrupt or not an image; the message is one line naming it."""
 
 
-def _png_problem(data: bytes) -> str | None:
-    """Walks the PNG chunk list (length, type, payload, CRC) up to IEND; returns what is wrong, if anything.
-
-    OpenCV decodes a truncated PNG partially or not at all depending on where it was cut, so truncation
-    is detected here from the bytes rather than from the decoder.
-    """
-    offset = len(_PNG_SIGNATURE)
-    while True:
-        if offset + 8 > len(data):
-            return "truncated PNG (no IEND chunk)"
-        length, chunk_type = struct.unpack(">I4s", data[offset : offset + 8])
-        end = offset + 8 + length + 4
-        if end > len(data):
-            return f"truncated PNG (chunk {chunk_type!r} cut short)"
-        (crc,) = struct.unpack(">I", data[end - 4 : end])
-        if zlib.crc32(data[offset + 4 : end - 4]) != crc:
-            return f"corrupt PNG (bad CRC in chunk {chunk_type!r})"
-        if chunk_type == b"IEND":
-            return None
-        offset = end
-
-
-def _jpeg_problem(data: bytes) -> str | None:
-    # The main image's end-of-image marker must follow its last start-of-scan marker (an EXIF thumbnail
-    # has its own EOI earlier in the file, so a plain "EOI anywhere" check would miss truncation).
-    if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
-        return "truncated JPEG (no end-of-image marker)"
-    return None
-
-
 def _decode(path: str) -> np.ndarray:
-    if not os.path.exists(path):
-        raise MaskReadError(f"cannot read mask {path}: no such file")
-    if not os.path.isfile(path):
-        raise MaskReadError(f"cannot read mask {path}: not a file")
     try:
-        # np.fromfile + imdecode instead of cv2.imread: imread cannot open non-ASCII paths on Windows.
-        raw = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise MaskReadError(f"cannot read mask {path}: {error.strerror or error}") from None
-    data = raw.tobytes()
-    if not data:
-        raise MaskReadError(f"cannot read mask {path}: empty file")
-    problem = None
-    if data.startswith(_PNG_SIGNATURE):
-        problem = _png_problem(data)
-    elif data.startswith(b"\xff\xd8"):
-        problem = _jpeg_problem(data)
-    if problem is not None:
-        raise MaskReadError(f"cannot read mask {path}: {problem}")
-    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise MaskReadError(f"cannot read mask {path}: not a decodable image")
-    return image
+        return imageio.decode_unchanged(path)
+    except imageio.ImageReadError as error:
+        raise MaskReadError(f"cannot read mask {error}") from None
 
 
 def _to_8bit_scale(values: np.ndarray, path: str) -> np.ndarray:
