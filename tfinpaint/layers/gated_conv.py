@@ -185,6 +185,7 @@ class GatedUpsample2D(keras.layers.Layer):
             raise ValueError(f"GatedUpsample2D '{self.name}': `align_corners` must be a bool, got {align_corners!r}")
         self.interpolation = interpolation
         self.align_corners = align_corners
+        self._input_channels = None
         self.gated_conv = GatedConv2D(
             filters,
             kernel_size,
@@ -205,6 +206,7 @@ class GatedUpsample2D(keras.layers.Layer):
     def build(self, input_shape):
         _check_nhwc(self, input_shape)
         self.gated_conv.build(self._upsampled_shape(input_shape))
+        self._input_channels = input_shape[-1]
 
     def _resize(self, inputs):
         static_hw = inputs.shape[1:3]
@@ -228,7 +230,7 @@ class GatedUpsample2D(keras.layers.Layer):
         return tf.cast(resized, inputs.dtype)
 
     def call(self, inputs):
-        _check_nhwc(self, inputs.shape, self.gated_conv._input_channels)
+        _check_nhwc(self, inputs.shape, self._input_channels)
         return self.gated_conv(self._resize(inputs))
 
     def compute_output_shape(self, input_shape):
