@@ -1,0 +1,284 @@
+"""The generic trainer with a tiny test-only model: losses, weight updates, phases and critic steps,
+checkpoint round trips, resume, NaN handling, mixed precision, the CLI flags, and a few real steps of every
+model of the zoo at small width."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfinpaint.models.registry import ModelBundle
+from tfinpaint.training.recipe import Phase, Recipe
+from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, phase_lengths
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 32
+
+
+# ------------------------------------------------------------------------------------------------ tiny model
+class TinyGenerator(keras.Model):
+    """Two conv stages (coarse, refined) on the masked image and the mask."""
+
+    def __init__(self, cnum=4, **kwargs):
+        super().__init__(**kwargs)
+        self.cnum = cnum
+        self.coarse_hidden = keras.layers.Conv2D(cnum, 3, padding="same", activation="relu")
+        self.coarse_out = keras.layers.Conv2D(3, 3, padding="same")
+        self.refine_hidden = keras.layers.Conv2D(cnum, 3, padding="same", activation="relu")
+        self.refine_out = keras.layers.Conv2D(3, 3, padding="same")
+
+    def call(self, image, mask, training=None):
+        image = tf.cast(image, self.compute_dtype)
+        mask = tf.cast(mask, self.compute_dtype)
+        x = tf.concat([image * (1.0 - mask), mask], axis=-1)
+        coarse = tf.sigmoid(self.coarse_out(self.coarse_hidden(x)))
+        blended = coarse * mask + image * (1.0 - mask)
+        raw = tf.sigmoid(self.refine_out(self.refine_hidden(tf.concat([blended, mask], axis=-1))))
+        output = raw * mask + image * (1.0 - mask)
+        return {key: tf.cast(value, tf.float32) for key, value in
+                (("output", output), ("raw", raw), ("coarse", coarse))}
+
+    def get_config(self):
+        return {**super().get_config(), "cnum": self.cnum}
+
+
+class TinyCritic(keras.Model):
+    def __init__(self, dnum=4, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(dnum, 3, strides=2, padding="same", activation="relu")
+        self.score = keras.layers.Dense(1)
+
+    def call(self, image, training=None):
+        features = self.conv(tf.cast(image, self.compute_dtype))
+        return tf.cast(self.score(tf.reduce_mean(features, axis=[1, 2])), tf.float32)
+
+
+def tiny_generator_loss(models, batch, weights, training):
+    outputs = models.generator(batch["image"], batch["mask"], training=training)
+    l1 = tf.reduce_mean(tf.abs(outputs["raw"] - batch["image"])) + tf.reduce_mean(
+        tf.abs(outputs["coarse"] - batch["image"]))
+    gan = tf.reduce_mean(tf.nn.softplus(-models.discriminators["critic"](outputs["output"], training=training)))
+    return {"l1": l1, "gan": gan, "total": weights["l1"] * l1 + weights["gan"] * gan}
+
+
+def tiny_discriminator_loss(models, batch, weights, training):
+    fake = tf.stop_gradient(models.generator(batch["image"], batch["mask"], training=training)["output"])
+    critic = models.discriminators["critic"]
+    real_score = critic(batch["image"], training=training)
+    fake_score = critic(fake, training=training)
+    bce = tf.reduce_mean(tf.nn.softplus(-real_score)) + tf.reduce_mean(tf.nn.softplus(fake_score))
+    return {"bce": bce, "total": weights["gan"] * bce}
+
+
+PHASE_STARTS = []
+
+
+def _record_start(name):
+    return lambda models: PHASE_STARTS.append(name)
+
+
+def build_tiny(cnum=4, dnum=4, phases="gan", critic_steps=1, image_size=SIZE):
+    """A GAN recipe ("gan": one phase) or a GLCIC-like schedule ("three": G only, D only, joint)."""
+    if phases == "three":
+        phase_list = [
+            Phase("completion", steps=2, train_discriminator=False, loss_weights={"gan": 0.0},
+                  on_start=_record_start("completion")),
+            Phase("discriminator", steps=1, train_generator=False, on_start=_record_start("discriminator")),
+            Phase("joint", steps=3, critic_steps=critic_steps, g_learning_rate=5e-3, d_learning_rate=2e-3,
+                  on_start=_record_start("joint")),
+        ]
+    else:
+        phase_list = [Phase("adversarial", critic_steps=critic_steps)]
+    recipe = Recipe(
+        generator_loss=tiny_generator_loss,
+        discriminator_loss=tiny_discriminator_loss,
+        loss_weights={"l1": 1.0, "gan": 0.1},
+        g_optimizer={"class_name": "Adam", "learning_rate": 1e-2},
+        d_optimizer={"class_name": "Adam", "learning_rate": 1e-2},
+        phases=phase_list,
+        image_size=image_size,
+        size_factor=4,
+        batch_size=4,
+    )
+    return ModelBundle(TinyGenerator(cnum), {"critic": TinyCritic(dnum)}, recipe)
+
+
+def random_batches(batch_size, shard=(1, 0), start_index=0, size=SIZE):
+    """A deterministic stream of smooth random images with a square hole, element i from seed i."""
+
+    def element(index):
+        rng = np.random.default_rng(int(index))
+        coarse = rng.random((size // 4, size // 4, 3), dtype=np.float32)
+        image = np.repeat(np.repeat(coarse, 4, axis=0), 4, axis=1)
+        mask = np.zeros((size, size, 1), np.float32)
+        top, left = rng.integers(0, size // 2, size=2)
+        mask[top:top + size // 2, left:left + size // 2] = 1.0
+        return image, mask
+
+    def load(index):
+        image, mask = tf.numpy_function(element, [index], [tf.float32, tf.float32])
+        return {"image": tf.ensure_shape(image, [size, size, 3]), "mask": tf.ensure_shape(mask, [size, size, 1])}
+
+    stream = tf.data.Dataset.counter(start_index + 1_000_000 * shard[1])
+    return stream.map(load).batch(batch_size, drop_remainder=True)
+
+
+def tiny_config(tmp_path, **overrides):
+    settings = dict(batch_size=4, image_size=SIZE, max_steps=3, ckpt_dir=str(tmp_path / "ckpt"), save_every=0,
+                    log_every=1, preview_every=2, progress=False, seed=1)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def all_weights(trainer):
+    networks = [trainer.generator] + list(trainer.discriminators.values())
+    return [variable.numpy().copy() for network in networks for variable in network.weights]
+
+
+def event_tags(logdir):
+    tags = set()
+    for name in os.listdir(logdir):
+        if name.startswith("events.out.tfevents"):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
+                tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+# ------------------------------------------------------------------------------------------------ phases
+def test_phase_lengths_keep_nominal_lengths_and_extend_the_open_phase():
+    phases = [Phase("a", steps=3), Phase("b", steps=None), Phase("c", steps=2)]
+    assert phase_lengths(phases, 20) == [3, 15, 2]
+    assert phase_lengths([Phase("a", steps=3), Phase("b", steps=5)], 20) == [3, 17]
+
+
+def test_phase_lengths_scale_down_proportionally_with_at_least_one_step():
+    glcic = [Phase("c", steps=90_000), Phase("d", steps=10_000), Phase("joint", steps=400_000)]
+    assert phase_lengths(glcic, 50) == [9, 1, 40]
+    assert phase_lengths(glcic, 1000) == [180, 20, 800]
+    # 10 steps: 1.8 / 0.2 / 8 -> every phase at least one step, the total stays 10.
+    lengths = phase_lengths(glcic, 10)
+    assert sum(lengths) == 10 and min(lengths) >= 1
+    assert phase_lengths(glcic, 2) == [1, 1, 1]  # never fewer steps than phases
+    assert phase_lengths([Phase("a", steps=100), Phase("b", steps=None)], 10) == [5, 5]
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_training_updates_both_networks_writes_monitoring_and_restores(tmp_path):
+    trainer = Trainer(build_tiny, {"cnum": 4}, tiny_config(tmp_path))
+    before = all_weights(trainer)
+    result = trainer.fit(random_batches)
+    assert result["step"] == 3 and set(result["losses"]) == {"d/bce", "d/total", "g/l1", "g/gan", "g/total"}
+    assert all(np.isfinite(value) for value in result["losses"].values())
+    generator_changed = [not np.array_equal(a, b) for a, b in zip(before, all_weights(trainer))]
+    num_generator = len(trainer.generator.weights)
+    assert all(generator_changed[:num_generator]) and all(generator_changed[num_generator:])
+    assert int(trainer.g_optimizer.iterations.numpy()) == 3 and int(trainer.d_optimizer.iterations.numpy()) == 3
+
+    ckpt_dir = tmp_path / "ckpt"
+    with open(ckpt_dir / "model.json") as handle:
+        stored = json.load(handle)
+    assert stored["model"].endswith(":build_tiny") and stored["options"] == {"cnum": 4, "image_size": SIZE}
+    previews = sorted(os.listdir(ckpt_dir / "logs" / "previews"))
+    assert previews == ["step_0000002.png", "step_0000003.png"]
+    assert tf.io.decode_png(tf.io.read_file(str(ckpt_dir / "logs" / "previews" / previews[-1]))).shape == (
+        4 * SIZE, 4 * SIZE, 3)  # 4 samples x (input | mask | coarse | output)
+    assert {"g/total", "g/l1", "d/bce", "lr/generator", "lr/discriminator", "steps_per_sec",
+            "preview"} <= event_tags(ckpt_dir / "logs")
+
+    # A new trainer on the folder restores identical weights, optimizer state and step.
+    restored = Trainer(build_tiny, {"cnum": 4}, tiny_config(tmp_path, seed=7))
+    assert restored.restored_from.endswith("ckpt-3") and int(restored.step.numpy()) == 3
+    for a, b in zip(all_weights(trainer), all_weights(restored)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(trainer.g_optimizer.variables, restored.g_optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_resume_continues_at_the_same_step_on_the_same_data(tmp_path):
+    """3 steps + resume to 5 steps == 5 uninterrupted steps, data stream included."""
+    straight = Trainer(build_tiny, {}, tiny_config(tmp_path / "a", max_steps=5, preview_every=0))
+    straight.fit(random_batches)
+
+    first = Trainer(build_tiny, {}, tiny_config(tmp_path / "b", max_steps=3, preview_every=0))
+    first.fit(random_batches)
+    consumed = []
+
+    def recording(batch_size, shard, start_index):
+        consumed.append(start_index)
+        return random_batches(batch_size, shard, start_index)
+
+    second = Trainer(build_tiny, {}, tiny_config(tmp_path / "b", max_steps=5, preview_every=0))
+    assert int(second.step.numpy()) == 3
+    result = second.fit(recording)
+    assert result["step"] == 5 and int(second.g_optimizer.iterations.numpy()) == 5
+    assert consumed == [3 * 2 * 4]  # 3 steps x (1 critic + 1 generator batch) x 4 images
+    assert sorted(os.listdir(tmp_path / "b" / "ckpt"))[:4] == ["checkpoint", "ckpt-3.data-00000-of-00001",
+                                                               "ckpt-3.index", "ckpt-5.data-00000-of-00001"]
+    # Only the random streams of the losses could differ; this recipe has none, so the weights agree.
+    for a, b in zip(all_weights(straight), all_weights(second)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_phases_critic_steps_learning_rates_and_hooks(tmp_path):
+    PHASE_STARTS.clear()
+    trainer = Trainer(build_tiny, {"phases": "three", "critic_steps": 2}, tiny_config(tmp_path, max_steps=6))
+    assert trainer.lengths == [2, 1, 3]
+    trainer.fit(random_batches)
+    assert PHASE_STARTS == ["completion", "discriminator", "joint"]
+    # G: 2 (completion) + 3 (joint); D: 1 (discriminator phase) + 3 x 2 critic steps.
+    assert int(trainer.g_optimizer.iterations.numpy()) == 5
+    assert int(trainer.d_optimizer.iterations.numpy()) == 7
+    assert trainer.batches_consumed(6) == 2 * 1 + 1 * 1 + 3 * 3
+    np.testing.assert_allclose(float(trainer.g_optimizer.learning_rate.numpy()), 5e-3)
+    np.testing.assert_allclose(float(trainer.d_optimizer.learning_rate.numpy()), 2e-3)
+    assert int(trainer.phase.numpy()) == 2
+
+    # --lr scales the whole schedule; resuming inside the last phase re-runs only its hook.
+    PHASE_STARTS.clear()
+    resumed = Trainer(build_tiny, {"phases": "three", "critic_steps": 2},
+                      tiny_config(tmp_path, max_steps=7, learning_rate=1e-3))
+    resumed.fit(random_batches)
+    assert PHASE_STARTS == ["joint"]
+    np.testing.assert_allclose(float(resumed.g_optimizer.learning_rate.numpy()), 5e-4)
+    assert int(resumed.d_optimizer.iterations.numpy()) == 9
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=2, preview_every=0)).fit(random_batches)
+    ckpt_dir = tmp_path / "ckpt"
+    files_before = sorted(os.listdir(ckpt_dir))
+    good = Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=2))
+    broken = Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=4, save_every=1,
+                                                  loss_weights={"l1": float("nan")}))
+    with pytest.raises(NonFiniteLossError, match=r"step 3: loss .*g/total = nan.*ckpt-2"):
+        broken.fit(random_batches)
+    assert sorted(os.listdir(ckpt_dir)) == files_before
+    assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith("ckpt-2")
+    again = Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=2))
+    for a, b in zip(all_weights(good), all_weights(again)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mixed_bfloat16_training_runs_with_float32_variables(tmp_path):
+    trainer = Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=2, mixed_precision=True, preview_every=0))
+    assert trainer.mixed_precision_policy == "mixed_bfloat16"
+    assert trainer.generator.compute_dtype == "bfloat16"
+    assert all(variable.dtype == "float32" for variable in trainer.generator.trainable_variables)
+    result = trainer.fit(random_batches)
+    assert all(np.isfinite(value) for value in result["losses"].values())
+
+
+def test_other_model_in_the_same_folder_is_a_clear_error(tmp_path):
+    Trainer(build_tiny, {"cnum": 4}, tiny_config(tmp_path, max_steps=1, preview_every=0)).fit(random_batches)
+    with pytest.raises(ValueError, match="holds checkpoints of model .*build_tiny.*cnum.*4"):
+        Trainer(build_tiny, {"cnum": 8}, tiny_config(tmp_path))
+
+
+def test_image_size_must_match_the_size_factor(tmp_path):
+    with pytest.raises(ValueError, match="must be a positive multiple of 4"):
+        Trainer(build_tiny, {}, tiny_config(tmp_path, image_size=30))
