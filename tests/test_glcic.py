@@ -209,3 +209,14 @@ def test_postprocess_keeps_known_pixels_and_removes_colour_seams():
     border[0:10, 0:15] = 1
     np.testing.assert_array_equal(glcic.postprocess(image, noisy, border)[border == 0], image[border == 0])
     np.testing.assert_array_equal(glcic.postprocess(image, noisy, np.zeros_like(mask)), image)
+
+
+def test_graph_mode_with_unknown_height_and_width_matches_eager():
+    generator, _, _ = _small()
+    batch = _batch()
+    signature = [tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None, None, None, 1])]
+    graph_call = tf.function(lambda image, mask: generator(image, mask), input_signature=signature)
+    graph_outputs = graph_call(batch["image"], batch["mask"])
+    eager_outputs = generator(batch["image"], batch["mask"])
+    for key, value in eager_outputs.items():
+        np.testing.assert_allclose(graph_outputs[key].numpy(), value.numpy(), atol=1e-5)
