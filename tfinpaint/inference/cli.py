@@ -79,11 +79,12 @@ def steps_grid(steps: dict) -> np.ndarray:
 
 def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen_masks=False,
         mask_type="free_form", mask_seed=0, save_steps=False, overwrite=False, max_pixels=None,
-        stream=sys.stdout) -> dict:
+        stream=None) -> dict:
     """Inpaints every image of ``flist``; returns counts {"written", "skipped", "kept"}."""
     from tfinpaint import masks as mask_lib
     from tfinpaint.inference.api import _as_hole_mask, load
 
+    stream = stream or sys.stdout
     images = imageio.list_image_files(flist)
     if mlist:
         mask_files = [mlist] if os.path.isfile(mlist) and mlist.lower().endswith(imageio.IMAGE_EXTENSIONS) \
@@ -116,7 +117,8 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
                 imageio.write_image(f"{stem}_steps.png", steps_grid(steps))
         except (ValueError, OSError) as error:
             counts["skipped"] += 1
-            print(f"{prefix}: skipped: {error}".replace("\n", " "), file=stream)
+            reason = str(error).replace(f"{image_path}: ", "").replace("\n", " ")
+            print(f"{prefix}: skipped: {reason}", file=stream)
             continue
         counts["written"] += 1
         elapsed = time.time() - started

@@ -1,0 +1,209 @@
+"""Inference API and infer CLI: any image size, bit-exact known pixels, bad inputs skipped, nothing overwritten."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfinpaint
+from tfinpaint import imageio, masks
+from tfinpaint.inference import api, cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GLCIC_OPTIONS = {"cnum": 4, "dnum": 4, "image_size": 64}
+
+
+def make_checkpoint(folder, name="glcic", options=GLCIC_OPTIONS):
+    generator = api.build_generator(name, dict(options))
+    tf.train.Checkpoint(generator=generator).save(os.path.join(folder, "ckpt"))
+    with open(os.path.join(folder, api.MODEL_CONFIG_FILE), "w") as handle:
+        json.dump({"model": name, "options": options}, handle)
+    return generator
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("ckpt"))
+    make_checkpoint(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def inpainter(checkpoint):
+    return tfinpaint.load(checkpoint)
+
+
+def random_case(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    hole = np.zeros((height, width), np.float32)
+    hole[height // 4: height // 4 + max(1, height // 3), width // 5: width // 5 + max(1, width // 2)] = 1
+    return image, hole
+
+
+@pytest.mark.parametrize("height,width", [(17, 23), (1, 9), (37, 45), (64, 40)])
+def test_any_size_keeps_known_pixels_bit_exact(inpainter, height, width):
+    image, hole = random_case(height, width)
+    result = inpainter(image, hole)
+    assert result.shape == image.shape and result.dtype == np.uint8
+    known = hole == 0
+    np.testing.assert_array_equal(result[known], image[known])
+
+
+def test_restored_weights_equal_saved_ones(tmp_path):
+    saved = make_checkpoint(str(tmp_path))
+    loaded = tfinpaint.load(str(tmp_path))
+    for a, b in zip(saved.weights, loaded.generator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert loaded.model_name == "glcic" and loaded.size_factor == 4
+
+
+def test_output_is_the_network_prediction_in_holes(inpainter):
+    image, hole = random_case(32, 48)
+    stages = inpainter.run_network(image, hole)
+    result = inpainter(image, hole)
+    expected = np.clip(np.rint(stages["raw"] * 255), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(result[hole > 0], expected[hole > 0])
+
+
+def test_padding_reflects_and_crops_back():
+    array = np.arange(15, dtype=np.float32).reshape(3, 5)
+    padded = api._pad_to_multiple(array, 4)
+    assert padded.shape == (4, 8)
+    np.testing.assert_array_equal(padded[:3, :5], array)
+    np.testing.assert_array_equal(padded[3, :5], array[1])  # reflection excludes the edge row
+    np.testing.assert_array_equal(api._pad_to_multiple(np.ones((1, 3)), 8).shape, (8, 8))
+
+
+def test_no_hole_returns_the_input(inpainter):
+    image, _ = random_case(20, 20)
+    np.testing.assert_array_equal(inpainter(image, np.zeros((20, 20))), image)
+
+
+def test_large_image_uses_bounded_working_region(checkpoint, monkeypatch):
+    inpainter = tfinpaint.load(checkpoint, max_pixels=32 * 32)
+    seen = []
+    original = inpainter.run_network
+
+    def spy(image, hole):
+        seen.append(hole.shape)
+        return original(image, hole)
+
+    monkeypatch.setattr(inpainter, "run_network", spy)
+    image, _ = random_case(120, 200)
+    hole = np.zeros((120, 200), np.float32)
+    hole[50:70, 140:170] = 1
+    result = inpainter(image, hole)
+    assert seen and seen[0][0] * seen[0][1] <= 32 * 32
+    np.testing.assert_array_equal(result[hole == 0], image[hole == 0])
+    assert result.shape == image.shape
+
+
+def test_inpaint_function_accepts_paths_and_polarity(tmp_path, checkpoint, inpainter):
+    image, hole = random_case(24, 28)
+    image_path = str(tmp_path / "photo.png")
+    mask_path = str(tmp_path / "photo_mask.png")
+    imageio.write_image(image_path, image)
+    masks.write_mask(mask_path, 1 - hole)  # white = known
+    from_paths = tfinpaint.inpaint(image_path, mask_path, model=inpainter, mask_polarity="valid")
+    from_arrays = tfinpaint.inpaint(image, hole, model=checkpoint)
+    np.testing.assert_array_equal(from_paths, from_arrays)
+    with pytest.raises(ValueError, match="model="):
+        tfinpaint.inpaint(image, hole)
+
+
+def test_mask_of_another_size_is_resized_with_warning(inpainter):
+    image, _ = random_case(40, 40)
+    small = np.zeros((20, 20), np.float32)
+    small[5:10, 5:10] = 1
+    with pytest.warns(UserWarning, match="resized"):
+        result = inpainter(image, small)
+    hole = cv2.resize(small, (40, 40), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(result[hole == 0], image[hole == 0])
+
+
+def test_pair_masks_by_stem_order_or_single():
+    images = ["a/x.png", "a/y.jpg"]
+    assert cli.pair_masks(images, ["m/y.png", "m/x.png"]) == ["m/x.png", "m/y.png"]
+    assert cli.pair_masks(images, ["m/1.png", "m/2.png"]) == ["m/1.png", "m/2.png"]
+    assert cli.pair_masks(images, ["m/only.png"]) == ["m/only.png", "m/only.png"]
+    with pytest.raises(ValueError, match="cannot pair"):
+        cli.pair_masks(images, ["1.png", "2.png", "3.png"])
+
+
+def _write_inputs(folder):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(1)
+    odd = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
+    imageio.write_image(os.path.join(folder, "odd.png"), odd)
+    gray = rng.integers(0, 256, (30, 26), dtype=np.uint8)
+    cv2.imwrite(os.path.join(folder, "gray.png"), gray)
+    rgba = rng.integers(0, 256, (28, 36, 4), dtype=np.uint8)
+    cv2.imwrite(os.path.join(folder, "rgba.png"), rgba)
+    deep = rng.integers(0, 65536, (24, 20, 3), dtype=np.uint16)
+    cv2.imwrite(os.path.join(folder, "deep.png"), deep)
+    ok, encoded = cv2.imencode(".jpg", odd)
+    with open(os.path.join(folder, "corrupt.jpg"), "wb") as handle:
+        handle.write(encoded.tobytes()[: len(encoded) // 2])
+    return {"odd.png": odd.shape, "gray.png": (30, 26, 3), "rgba.png": (28, 36, 3), "deep.png": (24, 20, 3)}
+
+
+def test_cli_run_on_a_folder_of_awkward_inputs(tmp_path, checkpoint, capsys):
+    inputs = str(tmp_path / "in")
+    shapes = _write_inputs(inputs)
+    mask = np.zeros((16, 16), np.float32)
+    mask[4:10, 6:12] = 1
+    mask_path = str(tmp_path / "hole.png")
+    masks.write_mask(mask_path, mask)  # one mask of another size for every image
+    out = str(tmp_path / "out")
+    with pytest.warns(UserWarning):
+        counts = cli.run(checkpoint, inputs, out, mlist=mask_path, save_steps=True)
+    assert counts == {"written": 4, "skipped": 1, "kept": 0}
+    log = capsys.readouterr().out
+    assert "corrupt.jpg: skipped" in log and "truncated JPEG" in log
+    for name, shape in shapes.items():
+        result = imageio.read_image(os.path.join(out, name))
+        assert result.shape == shape
+        source = imageio.read_image(os.path.join(inputs, name))
+        hole = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(result[hole == 0], source[hole == 0])
+        steps = imageio.read_image(os.path.join(out, os.path.splitext(name)[0] + "_steps.png"))
+        assert steps.shape[0] == shape[0] and steps.shape[1] >= 2 * shape[1]
+    assert not os.path.exists(os.path.join(out, "corrupt.jpg"))
+
+    # A second run keeps what exists unless --overwrite.
+    before = os.path.getmtime(os.path.join(out, "odd.png"))
+    counts = cli.run(checkpoint, inputs, out, mlist=mask_path)
+    assert counts == {"written": 0, "skipped": 1, "kept": 4}
+    assert os.path.getmtime(os.path.join(out, "odd.png")) == before
+
+
+def test_cli_generated_masks_are_seeded(tmp_path, checkpoint):
+    inputs = str(tmp_path / "in")
+    os.makedirs(inputs)
+    image, _ = random_case(40, 48)
+    imageio.write_image(os.path.join(inputs, "a.png"), image)
+    outputs = []
+    for run_index in range(2):
+        out = str(tmp_path / f"out{run_index}")
+        cli.run(checkpoint, inputs, out, gen_masks=True, mask_type="bbox", mask_seed=3)
+        outputs.append(imageio.read_image(os.path.join(out, "a.png")))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    hole = masks.indexed_mask("bbox", 40, 48, 3, 0)
+    np.testing.assert_array_equal(outputs[0][hole == 0], image[hole == 0])
+
+
+def test_infer_py_command_line_exit_code(tmp_path, checkpoint):
+    inputs = str(tmp_path / "in")
+    _write_inputs(inputs)
+    out = str(tmp_path / "out")
+    command = [sys.executable, os.path.join(REPO, "infer.py"), "--__gpath__", checkpoint, "--__flist__", inputs,
+               "--__gen_masks__", "true", "--__mask_type__", "single_bbox", "--out", out]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]  # the corrupt file was skipped
+    assert "corrupt.jpg: skipped" in result.stdout
+    assert sorted(os.listdir(out)) == ["deep.png", "gray.png", "odd.png", "rgba.png"]
