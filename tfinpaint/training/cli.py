@@ -17,7 +17,7 @@ import sys
 
 from absl import flags
 
-from tfinpaint.flags_util import define
+from tfinpaint import flags_util
 from tfinpaint.masks import cli as mask_cli
 
 FLAGS = flags.FLAGS
@@ -29,6 +29,14 @@ CPU_IMAGE_SIZE = 128
 
 def define_flags(flag_values=FLAGS) -> None:
     mask_cli.define_flags(flag_values)
+    scratch = flags.FlagValues()  # only to learn which flags the mask command defines
+    mask_cli.define_flags(scratch)
+    names = list(scratch)
+
+    def define(kind, name, default, help_text, flag_values, aliases=(), **kwargs):
+        flags_util.define(kind, name, default, help_text, flag_values, aliases=aliases, **kwargs)
+        names.extend([name, *aliases])
+
     define("string", "__flist__", None, "Training images: a folder (recursive; jpg/jpeg/png/bmp/webp) or a text "
            "file of paths. Default: the sample photos installed with scikit-image and scikit-learn.",
            flag_values, aliases=["flist"])
@@ -69,6 +77,10 @@ def define_flags(flag_values=FLAGS) -> None:
            flag_values)
     define("enum", "check_images", "quick", "Bad-file scan before training: quick (headers and end markers) or "
            "full (decode every file).", flag_values, enum_values=["quick", "full"])
+    # `--help` lists the key flags of the script being run; train.py only imports this module, so the flags are
+    # made key flags of that script too.
+    for name in names:
+        flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
 
 
 define_flags()
@@ -146,6 +158,9 @@ def _train() -> None:
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, default_strategy
 
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("WARNING")  # TensorFlow's INFO lines would drown the progress output
     strategy = default_strategy()
     from functools import partial
 

@@ -613,7 +613,9 @@ class Trainer:
                     continue
                 self.enter_phase(index)
                 if self.is_chief and config.progress:
-                    print(f"phase {index + 1}/{len(self.recipe.phases)} {phase.name!r}: steps {begin + 1}-{end}")
+                    weights = self.recipe.weights_for(phase, config.loss_weights)
+                    print(f"phase {index + 1}/{len(self.recipe.phases)} {phase.name!r}: steps {begin + 1}-{end}, "
+                          f"loss weights {', '.join(f'{k}={v:g}' for k, v in weights.items())}")
                 while step < end:
                     logs = self.train_step(iterator)
                     bad = {key: value for key, value in logs.items() if not math.isfinite(value)}
