@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MEAN",
     "GLCICGenerator",
     "GLCICDiscriminator",
+    "local_patch",
     "build",
     "size_factor",
     "generator_loss",
