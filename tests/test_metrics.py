@@ -48,3 +48,10 @@ def test_frechet_distance_matches_scipy_sqrtm():
     expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * np.real(scipy.linalg.sqrtm(s1 @ s2)))
     assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
     assert metrics.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_psnr_of_identical_images_is_infinite_and_ssim_needs_the_window():
+    image = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    assert metrics.psnr(image, image) == float("inf")
+    with pytest.raises(ValueError, match="at least 11x11"):
+        metrics.ssim(image[:10, :10], image[:10, :10])

@@ -6,8 +6,15 @@ whose weights the user supplies as a local file (nothing is downloaded).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
+
+# tf.image.ssim's Gaussian window is 11 x 11; smaller images make it fail deep inside TensorFlow.
+SSIM_WINDOW = 11
+INCEPTION_SIZE = 299
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def _pair(prediction, target):
@@ -39,6 +46,8 @@ def psnr(prediction, target) -> float:
 def ssim(prediction, target) -> float:
     """SSIM (``tf.image.ssim``: 11x11 Gaussian window, sigma 1.5, k1 0.01, k2 0.03, mean over channels)."""
     prediction, target = _pair(prediction, target)
+    if min(target.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {target.shape[:2]}")
     return float(tf.image.ssim(tf.constant(prediction, tf.float32), tf.constant(target, tf.float32), 255.0))
 
 
@@ -60,23 +69,36 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def load_inception(weights_path: str):
-    """InceptionV3 pool features (2048-d) with weights from a local file (the Keras ``_notop`` .h5)."""
-    import os
+    """InceptionV3 pool features (2048-d) with weights from a local HDF5 file (the Keras
+    ``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``, or a ``.weights.h5`` saved by Keras).
 
+    The file is checked before the network is built, so a wrong path fails at once with one line.
+    """
     import keras
 
+    weights_path = os.fspath(weights_path)
     if not os.path.isfile(weights_path):
-        raise ValueError(f"{weights_path}: InceptionV3 weights file not found")
-    return keras.applications.InceptionV3(include_top=False, weights=weights_path, pooling="avg",
-                                          input_shape=(299, 299, 3))
+        raise ValueError(f"InceptionV3 weights {weights_path}: no such file")
+    with open(weights_path, "rb") as handle:
+        if handle.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            raise ValueError(f"InceptionV3 weights {weights_path}: not an HDF5 (.h5) weights file")
+    try:
+        return keras.applications.InceptionV3(include_top=False, weights=weights_path, pooling="avg",
+                                              input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3))
+    except (ValueError, OSError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"InceptionV3 weights {weights_path}: not InceptionV3 'notop' weights ({first_line})") from None
 
 
-def inception_statistics(model, images) -> tuple:
-    """Mean and covariance of InceptionV3 pool features of RGB ``uint8`` images."""
+def inception_statistics(model, images, batch_size: int = 16) -> tuple:
+    """Mean and covariance of the features ``model`` gives RGB ``uint8`` images resized (bilinear) to 299 x 299
+    and scaled to [-1, 1], InceptionV3's input range."""
     features = []
-    for image in images:
-        x = tf.image.resize(tf.constant(image, tf.float32)[None], (299, 299))
-        features.append(model(x / 127.5 - 1.0, training=False).numpy()[0])
-    features = np.stack(features).astype(np.float64)
-    covariance = np.cov(features, rowvar=False) if len(features) > 1 else np.zeros((features.shape[1],) * 2)
-    return features.mean(axis=0), covariance
+    for start in range(0, len(images), batch_size):
+        batch = tf.constant(np.stack(images[start:start + batch_size]), tf.float32)
+        batch = tf.image.resize(batch, (INCEPTION_SIZE, INCEPTION_SIZE))
+        features.append(np.asarray(model(batch / 127.5 - 1.0, training=False), np.float64))
+    features = np.concatenate(features)
+    if len(features) < 2:
+        raise ValueError("FID needs at least two images")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
