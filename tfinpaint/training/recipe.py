@@ -10,7 +10,7 @@ Loss-function contract (both functions):
 
 * ``batch["image"]``: float32 [B, H, W, 3], RGB in [0, 1] (the library's public range).
 * ``batch["mask"]``: float32 [B, H, W, 1], 1 = hole, 0 = known.
-* ``weights``: the recipe's ``loss_weights`` merged with the phase's and the user's overrides
+* ``weights``: the recipe's ``loss_weights`` merged with the user's and then the phase's overrides
   (``--__lambda_l1__`` -> "l1", ``--__lambda_perceptual__`` -> "perceptual", ``--__lambda_gan__`` -> "gan").
   Weights are plain Python floats, so a term whose weight is 0 can be skipped at trace time.
 * Returns scalar float32 tensors: key ``"total"`` is what the optimizer minimises; the other keys are logged.
@@ -79,12 +79,17 @@ class Recipe:
     batch_size: int = 16
 
     def weights_for(self, phase: Phase, overrides: Optional[dict] = None) -> dict:
-        """Loss weights in force during ``phase``: recipe defaults < phase overrides < user overrides."""
+        """Loss weights in force during ``phase``: recipe defaults < user overrides < phase overrides.
+
+        A phase's weights are part of the method (GLCIC's completion phase switches the adversarial term off
+        while the discriminator is untrained), so a user's ``--__lambda_gan__`` changes the weight of the
+        phases that use the adversarial loss, never switches it on where the phase has it off.
+        """
         merged = dict(self.loss_weights)
-        merged.update(phase.loss_weights)
         for key, value in (overrides or {}).items():
             if value is not None:
                 merged[key] = float(value)
+        merged.update(phase.loss_weights)
         return merged
 
 
