@@ -36,9 +36,9 @@ def define_flags(flag_values=FLAGS) -> None:
     define("enum", "__mask_type__", "free_form", "Mask type for generated masks.", flag_values,
            enum_values=["free_form", "bbox", "single_bbox", "irregular", "mixed"])
     define("integer", "mask_seed", 0, "Seed of generated masks (mask i is seeded with (seed, i), as in tfinpaint masks).", flag_values)
-    define("bool_value", "save_steps", False, "Also write <name>_steps.png: masked | coarse | flow | output.",
+    define("boolean", "save_steps", False, "Also write <name>_steps.png: masked | coarse | flow | output.",
            flag_values)
-    define("bool_value", "overwrite", False, "Replace existing output files.", flag_values)
+    define("boolean", "overwrite", False, "Replace existing output files.", flag_values)
     define("integer", "max_pixels", None, "Largest working area in pixels (default: per model).", flag_values)
 
 
