@@ -79,8 +79,8 @@ def _permute_sources_column_major(x, d, height, width):
 
 
 def _positions(indices, size):
-    """Inverse map of a sorted index set: ``pos[i]`` = row of i in ``indices``; other entries (and i == -1) point
-    at row ``len(indices)``, where callers append a zero row."""
+    """Inverse map of an index set: ``pos[i]`` = row of i in ``indices``; every other i in [0, size] maps to row
+    ``len(indices)``, where callers append a zero row (``size`` stands for "no such cell")."""
     count = tf.shape(indices)[0]
     pos = tf.fill([size + 1], count)
     pos = tf.tensor_scatter_nd_update(pos, indices[:, None], tf.range(count))
@@ -287,9 +287,9 @@ class ContextualAttention(keras.layers.Layer):
         dy, dx = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
         return (y[:, None] + dy.reshape(1, -1)) * padded_w + x[:, None] + dx.reshape(1, -1)
 
-    def _chunk_size(self, batch_cells):
-        """Query cells per chunk (int32 scalar tensor)."""
-        n = tf.cast(batch_cells, tf.int64)
+    def _chunk_size(self, cells):
+        """Query cells per chunk (int32 scalar tensor) for a grid of ``cells`` cells."""
+        n = tf.cast(cells, tf.int64)
         if self.query_chunk_size is not None:
             return tf.cast(tf.minimum(n, self.query_chunk_size), tf.int32)
         budget = tf.constant(int(self.memory_budget_mb * 2**20), tf.int64)
