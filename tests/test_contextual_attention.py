@@ -84,10 +84,11 @@ def reference_contextual_attention(f, b, mask, mode="deepfill", rate=2, ksize=3,
         else:
             fh, fw = mask.shape[1] // gh, mask.shape[2] // gw
             cells = mask[i, :, :, 0].reshape(gh, fh, gw, fw).max(axis=(1, 3))
-            dilated = np.array(
-                [cells[max(q // gw - half, 0): q // gw - half + ksize, max(q % gw - half, 0): q % gw - half + ksize].max()
-                 for q in range(n)]
-            )
+            # ksize x ksize max-pool, SAME (padding ignored), centred on each cell
+            top = [max(q // gw - half, 0) for q in range(n)]
+            left = [max(q % gw - half, 0) for q in range(n)]
+            dilated = np.array([cells[top[q]: q // gw - half + ksize, left[q]: q % gw - half + ksize].max()
+                                for q in range(n)])
             valid = 1.0 - dilated
         valid = valid.astype(np.float64)
         logits = scores * valid[None, :] * scale
@@ -163,9 +164,23 @@ def test_matches_reference_for_other_options(options):
     b = (0.5 * rng.normal(size=(2, 12, 18, 3))).astype(np.float32)
     mask = (rng.random((2, 12, 18, 1)) < 0.25).astype(np.float32)
     y = ContextualAttention(**options)([f, b, mask])
-    ref_options = {k: v for k, v in options.items() if k in ("mode", "rate", "ksize", "fuse_k", "fuse", "align_corners")}
+    reference_keys = ("mode", "rate", "ksize", "fuse_k", "fuse", "align_corners")
+    ref_options = {k: v for k, v in options.items() if k in reference_keys}
     y_ref, _ = reference_contextual_attention(f, b, mask, **ref_options)
     np.testing.assert_allclose(y.numpy(), y_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("height, width", [(2, 12), (12, 2), (2, 2)])
+def test_degenerate_grids_match_reference(height, width):
+    # One-row, one-column and one-cell matching grids: every fuse neighbour wraps or falls off the end.
+    rng = np.random.default_rng(7)
+    f = (0.5 * rng.normal(size=(2, height, width, 3))).astype(np.float32)
+    mask = np.zeros((2, height, width, 1), np.float32)
+    mask[0, :, : width // 2] = 1.0
+    for mode in ("deepfill", "hifill"):
+        y = ContextualAttention(mode=mode, query_chunk_size=2)([f, f, mask])
+        y_ref, _ = reference_contextual_attention(f, f, mask, mode=mode)
+        np.testing.assert_allclose(y.numpy(), y_ref, atol=1e-5)
 
 
 def test_deepfill_mask_at_other_resolution_is_resized_like_official_resize_mask_like():

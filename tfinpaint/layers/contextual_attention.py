@@ -188,7 +188,9 @@ class ContextualAttention(keras.layers.Layer):
         if mode not in ("deepfill", "hifill"):
             raise ValueError(f"ContextualAttention: mode must be 'deepfill' or 'hifill', got {mode!r}")
         if int(stride) != 1:
-            raise ValueError(f"ContextualAttention: only stride=1 is supported (DeepFill and HiFill use 1), got {stride!r}")
+            raise ValueError(
+                f"ContextualAttention: only stride=1 is supported (DeepFill and HiFill use 1), got {stride!r}"
+            )
         for name, value in (("ksize", ksize), ("rate", rate), ("fuse_k", fuse_k)):
             if int(value) != value or int(value) < 1:
                 raise ValueError(f"ContextualAttention: {name} must be a positive integer, got {value!r}")
@@ -378,10 +380,8 @@ class ContextualAttention(keras.layers.Layer):
         sum_sq = tf.reduce_sum(tf.square(keys), axis=-1, keepdims=True)
         keys = keys / tf.sqrt(tf.maximum(sum_sq, self._norm_floor**2))
         # Queries are gathered per chunk from the SAME-padded downscaled f (never materialised as patches).
-        pad_before = (k - 1) // 2
-        queries = tf.pad(
-            self._downscale(f32, grid_h, grid_w), [[0, 0], [pad_before, k - 1 - pad_before], [pad_before, k - 1 - pad_before], [0, 0]]
-        )
+        before, after = (k - 1) // 2, k - 1 - (k - 1) // 2
+        queries = tf.pad(self._downscale(f32, grid_h, grid_w), [[0, 0], [before, after], [before, after], [0, 0]])
         queries = tf.reshape(queries, [batch, -1, channels])
 
         valid = self._valid_sources(mask, height, width, grid_h, grid_w)  # [B, N]
