@@ -1,5 +1,4 @@
 """Inference API and infer CLI: any image size, bit-exact known pixels, bad inputs skipped, nothing overwritten."""
-import json
 import os
 import subprocess
 import sys
@@ -7,10 +6,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfinpaint
 from tfinpaint import imageio, masks
+from tfinpaint.checkpoints import save_generator
 from tfinpaint.inference import api, cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,9 +18,7 @@ GLCIC_OPTIONS = {"cnum": 4, "dnum": 4, "image_size": 64}
 
 def make_checkpoint(folder, name="glcic", options=GLCIC_OPTIONS):
     generator = api.build_generator(name, dict(options))
-    tf.train.Checkpoint(generator=generator).save(os.path.join(folder, "ckpt"))
-    with open(os.path.join(folder, api.MODEL_CONFIG_FILE), "w") as handle:
-        json.dump({"model": name, "options": options}, handle)
+    save_generator(folder, generator, name, options)
     return generator
 
 
@@ -207,3 +204,40 @@ def test_infer_py_command_line_exit_code(tmp_path, checkpoint):
     assert result.returncode == 1, result.stderr[-2000:]  # the corrupt file was skipped
     assert "corrupt.jpg: skipped" in result.stdout
     assert sorted(os.listdir(out)) == ["deep.png", "gray.png", "odd.png", "rgba.png"]
+
+
+def test_round_trip_train_checkpoint_infer_cli(tmp_path):
+    """A few real training steps, then the infer CLI on awkward inputs with the checkpoint folder alone."""
+    from functools import partial
+
+    from tfinpaint import data
+    from tfinpaint.training.trainer import TrainConfig, Trainer
+
+    ckpt_dir = str(tmp_path / "ckpt")
+    config = TrainConfig(batch_size=2, image_size=64, max_steps=3, ckpt_dir=ckpt_dir, save_every=0, log_every=0,
+                         preview_every=0, progress=False)
+    trainer = Trainer("glcic", {"cnum": 4, "dnum": 4, "image_size": 64}, config)
+    make = partial(data.make_dataset, data.sample_images()[:4], trainer.image_size, mask_type="bbox", seed=0,
+                   validate=False)
+    trainer.fit(make)
+    trained = [w.numpy() for w in trainer.generator.weights]
+
+    inputs = str(tmp_path / "in")
+    shapes = _write_inputs(inputs)
+    mask = np.zeros((10, 14), np.float32)
+    mask[2:7, 3:9] = 1
+    mask_path = str(tmp_path / "hole.png")
+    masks.write_mask(mask_path, mask)
+    out = str(tmp_path / "out")
+    with pytest.warns(UserWarning):
+        counts = cli.run(ckpt_dir, inputs, out, mlist=mask_path)
+    assert counts == {"written": 4, "skipped": 1, "kept": 0}
+    for name, shape in shapes.items():
+        result = imageio.read_image(os.path.join(out, name))
+        source = imageio.read_image(os.path.join(inputs, name))
+        hole = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        assert result.shape == shape
+        np.testing.assert_array_equal(result[hole == 0], source[hole == 0])
+    loaded = tfinpaint.load(ckpt_dir)
+    for expected, restored in zip(trained, loaded.generator.weights):
+        np.testing.assert_array_equal(expected, restored.numpy())

@@ -16,7 +16,6 @@ Large images (strategy per model, so that no model runs out of memory on a 4K ph
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from typing import Optional
@@ -26,9 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfinpaint import imageio
+from tfinpaint.checkpoints import read_model_config, restore_generator
 from tfinpaint.models import registry
-
-MODEL_CONFIG_FILE = "model.json"
 
 # Pixels a model processes at once before the bounding-box working-region strategy takes over.
 DEFAULT_MAX_PIXELS = {
@@ -212,15 +210,6 @@ def _masked_view(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return view
 
 
-def read_model_config(ckpt_dir) -> dict:
-    """The ``model.json`` that training writes beside its checkpoints: {"model": name, "options": {...}}."""
-    path = os.path.join(os.fspath(ckpt_dir), MODEL_CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: missing (not a tfinpaint checkpoint folder; pass --model to override)")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def build_generator(model_name: str, options: dict):
     """Builds a generator by name and creates its weights with one small forward pass."""
     bundle = registry.create(model_name, **options)
@@ -228,18 +217,6 @@ def build_generator(model_name: str, options: dict):
     side = max(factor, 32)
     bundle.generator(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]), training=False)
     return bundle.generator
-
-
-def restore_generator(generator, ckpt_dir) -> str:
-    """Restores the generator weights of the newest checkpoint in ``ckpt_dir`` (or of a checkpoint prefix)."""
-    ckpt_dir = os.fspath(ckpt_dir)
-    path = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else ckpt_dir
-    if not path:
-        raise ValueError(f"{ckpt_dir}: no checkpoint found")
-    status = tf.train.Checkpoint(generator=generator).restore(path)
-    status.expect_partial()
-    status.assert_existing_objects_matched()
-    return path
 
 
 def load(ckpt_dir, model: Optional[str] = None, max_pixels: Optional[int] = None,
