@@ -3,6 +3,7 @@ checkpoint round trips, resume, NaN handling, mixed precision, the CLI flags, an
 model of the zoo at small width."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import Phase, Recipe
-from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, phase_lengths
+from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, phase_lengths, restore_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -22,15 +23,16 @@ SIZE = 32
 
 # ------------------------------------------------------------------------------------------------ tiny model
 class TinyGenerator(keras.Model):
-    """Two conv stages (coarse, refined) on the masked image and the mask."""
+    """Two conv stages (coarse, refined) on the masked image and the mask. The refinement layers sit in a list,
+    like most of the zoo's layers: Keras 3 hides those from TensorFlow's checkpoint object graph."""
 
     def __init__(self, cnum=4, **kwargs):
         super().__init__(**kwargs)
         self.cnum = cnum
         self.coarse_hidden = keras.layers.Conv2D(cnum, 3, padding="same", activation="relu")
         self.coarse_out = keras.layers.Conv2D(3, 3, padding="same")
-        self.refine_hidden = keras.layers.Conv2D(cnum, 3, padding="same", activation="relu")
-        self.refine_out = keras.layers.Conv2D(3, 3, padding="same")
+        self.refine = [keras.layers.Conv2D(cnum, 3, padding="same", activation="relu"),
+                       keras.layers.Conv2D(3, 3, padding="same")]
 
     def call(self, image, mask, training=None):
         image = tf.cast(image, self.compute_dtype)
@@ -38,7 +40,10 @@ class TinyGenerator(keras.Model):
         x = tf.concat([image * (1.0 - mask), mask], axis=-1)
         coarse = tf.sigmoid(self.coarse_out(self.coarse_hidden(x)))
         blended = coarse * mask + image * (1.0 - mask)
-        raw = tf.sigmoid(self.refine_out(self.refine_hidden(tf.concat([blended, mask], axis=-1))))
+        raw = tf.concat([blended, mask], axis=-1)
+        for layer in self.refine:
+            raw = layer(raw)
+        raw = tf.sigmoid(raw)
         output = raw * mask + image * (1.0 - mask)
         return {key: tf.cast(value, tf.float32) for key, value in
                 (("output", output), ("raw", raw), ("coarse", coarse))}
@@ -82,8 +87,13 @@ def _record_start(name):
     return lambda models: PHASE_STARTS.append(name)
 
 
-def build_tiny(cnum=4, dnum=4, phases="gan", critic_steps=1, image_size=SIZE):
-    """A GAN recipe ("gan": one phase) or a GLCIC-like schedule ("three": G only, D only, joint)."""
+def _send_sigterm(models):
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def build_tiny(cnum=4, dnum=4, phases="gan", critic_steps=1, image_size=SIZE, sigterm_on_start=False):
+    """A GAN recipe ("gan": one phase) or a GLCIC-like schedule ("three": G only, D only, joint).
+    sigterm_on_start: the process sends itself SIGTERM when training starts."""
     if phases == "three":
         phase_list = [
             Phase("completion", steps=2, train_discriminator=False, loss_weights={"gan": 0.0},
@@ -93,7 +103,8 @@ def build_tiny(cnum=4, dnum=4, phases="gan", critic_steps=1, image_size=SIZE):
                   on_start=_record_start("joint")),
         ]
     else:
-        phase_list = [Phase("adversarial", critic_steps=critic_steps)]
+        phase_list = [Phase("adversarial", critic_steps=critic_steps,
+                            on_start=_send_sigterm if sigterm_on_start else None)]
     recipe = Recipe(
         generator_loss=tiny_generator_loss,
         discriminator_loss=tiny_discriminator_loss,
@@ -198,6 +209,16 @@ def test_training_updates_both_networks_writes_monitoring_and_restores(tmp_path)
     for a, b in zip(trainer.g_optimizer.variables, restored.g_optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
+    # Inference restores the generator alone from the folder.
+    generator = build_tiny(cnum=4).generator
+    generator(tf.zeros([1, SIZE, SIZE, 3]), tf.zeros([1, SIZE, SIZE, 1]))
+    assert restore_generator(generator, ckpt_dir).endswith("ckpt-3")
+    for a, b in zip(trainer.generator.weights, generator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    other = tf.train.Checkpoint(unrelated=tf.Variable(1.0)).save(str(tmp_path / "other" / "ckpt"))
+    with pytest.raises(ValueError, match="does not hold this generator's weights"):
+        restore_generator(generator, other)
+
 
 def test_resume_continues_at_the_same_step_on_the_same_data(tmp_path):
     """3 steps + resume to 5 steps == 5 uninterrupted steps, data stream included."""
@@ -264,6 +285,84 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
+    previous = signal.getsignal(signal.SIGTERM)
+    trainer = Trainer(build_tiny, {"sigterm_on_start": True}, tiny_config(tmp_path, max_steps=50, preview_every=0))
+    result = trainer.fit(random_batches)
+    assert result["stopped_by"] == "SIGTERM" and result["step"] == 1
+    assert result["checkpoint"] == str(tmp_path / "ckpt" / "ckpt-1")
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def _write_photos(folder, count=3):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for index in range(count):
+        pixels = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        tf.io.write_file(str(folder / f"photo{index}.png"), tf.io.encode_png(pixels))
+    return folder
+
+
+def _latest_step(ckpt_dir):
+    latest = tf.train.latest_checkpoint(str(ckpt_dir))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def test_cli_resumes_after_sigkill_without_corrupt_files(tmp_path):
+    photos = _write_photos(tmp_path / "photos")
+    ckpt_dir = tmp_path / "ckpt"
+    command = [sys.executable, "train.py", "--model", "tests.test_trainer:build_tiny", "--__flist__", str(photos),
+               "--img_size", "32", "--batch_size", "2", "--ckpt_dir", str(ckpt_dir), "--save_every", "3",
+               "--keep_checkpoints", "2", "--preview_every", "0", "--__lambda_l1__", "2.0", "--__lambda_gan__", "0.5"]
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    process = subprocess.Popen(command + ["--max_steps", "100000"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while _latest_step(ckpt_dir) < 9:
+            assert process.poll() is None and time.time() < deadline, "training did not reach step 9"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGKILL)  # no chance to clean up, possibly in the middle of a save
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_at = _latest_step(ckpt_dir)
+    state = tf.train.get_checkpoint_state(str(ckpt_dir))
+    assert len(state.all_model_checkpoint_paths) == 2  # --keep_checkpoints 2
+    for path in state.all_model_checkpoint_paths:
+        stored = tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
+        assert stored == int(path.rsplit("-", 1)[1])
+
+    finished = subprocess.run(command + ["--max_steps", str(killed_at + 3)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=240)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"resumed from {ckpt_dir / f'ckpt-{killed_at}'} at step {killed_at}" in finished.stdout
+    assert "loss weights l1=2, gan=0.5" in finished.stdout  # "--__lambda_l1__ 2.0" with a space
+    assert f"done at step {killed_at + 3}" in finished.stdout
+    assert _latest_step(ckpt_dir) == killed_at + 3
+    assert not [name for name in os.listdir(ckpt_dir) if "_temp" in name]
+
+
+def test_cli_flags_parse_as_users_type_them():
+    from absl import flags
+
+    from tfinpaint.training import cli
+
+    values = flags.FlagValues()
+    cli.define_flags(values)
+    values(["train.py", "--__lambda_l1__", "1.0", "--flist", "photos", "--__mask_type__", "bbox",
+            "--mixed_precision", "true", "--__lambda_gan__=0.5", "--cnum", "16", "--__gen_masks__", "false"])
+    assert values["__lambda_l1__"].value == 1.0 and values["__lambda_gan__"].value == 0.5
+    assert values["__flist__"].value == "photos" and values["__mask_type__"].value == "bbox"
+    assert values["mixed_precision"].value is True and values["__gen_masks__"].value is False
+    assert values["model"].value == "deepfill_v2" and values["cnum"].value == 16
+    assert values["__lambda_perceptual__"].value is None and values["max_steps"].value == 1000
+    assert cli.parse_model_options("levels=4, bgr=False,name=x") == {"levels": 4, "bgr": False, "name": "x"}
+    with pytest.raises(ValueError, match="expected key=value"):
+        cli.parse_model_options("levels")
+
+
 def test_mixed_bfloat16_training_runs_with_float32_variables(tmp_path):
     trainer = Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=2, mixed_precision=True, preview_every=0))
     assert trainer.mixed_precision_policy == "mixed_bfloat16"
@@ -282,3 +381,66 @@ def test_other_model_in_the_same_folder_is_a_clear_error(tmp_path):
 def test_image_size_must_match_the_size_factor(tmp_path):
     with pytest.raises(ValueError, match="must be a positive multiple of 4"):
         Trainer(build_tiny, {}, tiny_config(tmp_path, image_size=30))
+
+
+# ------------------------------------------------------------------------------------------------ the zoo
+# Smallest widths and sizes each model accepts (GLCIC's critic needs a multiple of 64; PConv with 3 levels).
+SMALL_MODELS = {
+    "cra": ({"cnum": 8, "dnum": 8}, 32),
+    "deepfill_v1": ({"cnum": 8, "dnum": 8}, 32),
+    "deepfill_v2": ({"cnum": 8, "dnum": 8}, 32),
+    "glcic": ({"cnum": 8, "dnum": 8}, 64),
+    "pconv": ({"cnum": 8, "levels": 3}, 32),
+}
+
+
+@pytest.fixture(scope="module")
+def random_vgg_weights(tmp_path_factory):
+    """A randomly initialised VGG16 'notop' weights file: PConv's losses need one and nothing is downloaded."""
+    path = tmp_path_factory.mktemp("vgg") / "random_vgg16_notop.weights.h5"
+    keras.applications.VGG16(weights=None, include_top=False).save_weights(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def without_graph_optimizer():
+    """Grappler's optimisation passes take longer than two steps of a small model run: switched off here."""
+    saved = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    yield
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": saved})
+
+
+def test_every_registered_model_has_a_small_training_setting():
+    from tfinpaint.models import names
+
+    assert sorted(SMALL_MODELS) == names()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_every_model_trains_and_restores(name, tmp_path, random_vgg_weights, without_graph_optimizer):
+    """The last phase of each recipe (critic and generator updates) for two steps at small width: finite
+    losses, every trained network changes, and a checkpoint restores the exact weights."""
+    options, size = SMALL_MODELS[name]
+    if name == "pconv":
+        options = dict(options, vgg_weights=random_vgg_weights)
+    trainer = Trainer(name, options, tiny_config(tmp_path, batch_size=2, image_size=size, max_steps=2))
+    phase = trainer.enter_phase(len(trainer.recipe.phases) - 1)
+    iterator = iter(trainer.distribute(lambda **kwargs: random_batches(size=size, **kwargs)))
+    trained = ({"generator": trainer.generator} if phase.train_generator else {}) | (
+        trainer.discriminators if phase.train_discriminator else {})
+    before = {key: [v.numpy().copy() for v in network.trainable_variables] for key, network in trained.items()}
+    logs = trainer.train_step(iterator)
+    assert logs and all(np.isfinite(value) for value in logs.values()), logs
+    for key, network in trained.items():
+        changed = [not np.array_equal(a, v.numpy()) for a, v in zip(before[key], network.trainable_variables)]
+        assert any(changed), f"{name}: no weight of {key} changed"
+    trainer.step.assign(1)
+    path = trainer.save()
+    saved = all_weights(trainer)
+    trainer.train_step(iterator)
+    assert any(not np.array_equal(a, b) for a, b in zip(saved, all_weights(trainer)))
+    trainer.checkpoint.restore(path).assert_existing_objects_matched()
+    for a, b in zip(saved, all_weights(trainer)):
+        np.testing.assert_array_equal(a, b)
+    assert int(trainer.step.numpy()) == 1

@@ -119,6 +119,29 @@ def phase_lengths(phases, max_steps: int) -> list:
     return lengths
 
 
+def checkpoint_variables(model) -> list:
+    """The variables of a Keras model as the checkpoints store them: a list in Keras' (deterministic) tracking
+    order. Keras 3 keeps sub-layers held in Python lists and dicts out of TensorFlow's object graph, so
+    ``tf.train.Checkpoint(generator=model)`` would silently skip most weights of the zoo's models."""
+    return list(model.weights)
+
+
+def restore_generator(generator, ckpt_dir) -> str:
+    """Restores the generator weights (only) of the newest checkpoint in ``ckpt_dir``, or of a checkpoint
+    prefix; the generator must be built. Returns the checkpoint path."""
+    ckpt_dir = os.fspath(ckpt_dir)
+    path = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else ckpt_dir
+    if not path:
+        raise ValueError(f"{ckpt_dir}: no checkpoint found")
+    status = tf.train.Checkpoint(generator=checkpoint_variables(generator)).restore(path)
+    status.expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError:
+        raise ValueError(f"{path}: the checkpoint does not hold this generator's weights") from None
+    return path
+
+
 def default_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy when TF_CONFIG names several tasks, MirroredStrategy over the visible GPUs,
     else the default (single-device) strategy."""
@@ -305,10 +328,12 @@ class Trainer:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.phase = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase")
         self.rng = tf.random.Generator.from_seed(config.seed)
-        objects = dict(generator=self.generator, g_optimizer=self.g_optimizer, step=self.step, phase=self.phase,
-                       rng=self.rng)
+        objects = dict(generator=checkpoint_variables(self.generator), g_optimizer=list(self.g_optimizer.variables),
+                       step=self.step, phase=self.phase, rng=self.rng)
         if self.discriminators:
-            objects.update(discriminators=self.discriminators, d_optimizer=self.d_optimizer)
+            objects.update(discriminators={key: checkpoint_variables(network)
+                                           for key, network in self.discriminators.items()},
+                           d_optimizer=list(self.d_optimizer.variables))
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.ckpt_dir = os.path.abspath(config.ckpt_dir)
         self.logdir = os.path.abspath(config.logdir or os.path.join(config.ckpt_dir, "logs"))
