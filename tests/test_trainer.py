@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import Phase, Recipe
-from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, phase_lengths, restore_generator
+from tfinpaint.checkpoints import restore_generator
+from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, phase_lengths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32

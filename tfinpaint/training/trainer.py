@@ -33,9 +33,8 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from tfinpaint.checkpoints import MODEL_CONFIG_FILE, checkpoint_variables
 from tfinpaint.training.recipe import ModelSet, Recipe, make_optimizer
-
-MODEL_CONFIG_FILE = "model.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -117,29 +116,6 @@ def phase_lengths(phases, max_steps: int) -> list:
         largest = max(range(len(lengths)), key=lambda i: lengths[i])
         lengths[largest] -= 1
     return lengths
-
-
-def checkpoint_variables(model) -> list:
-    """The variables of a Keras model as the checkpoints store them: a list in Keras' (deterministic) tracking
-    order. Keras 3 keeps sub-layers held in Python lists and dicts out of TensorFlow's object graph, so
-    ``tf.train.Checkpoint(generator=model)`` would silently skip most weights of the zoo's models."""
-    return list(model.weights)
-
-
-def restore_generator(generator, ckpt_dir) -> str:
-    """Restores the generator weights (only) of the newest checkpoint in ``ckpt_dir``, or of a checkpoint
-    prefix; the generator must be built. Returns the checkpoint path."""
-    ckpt_dir = os.fspath(ckpt_dir)
-    path = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else ckpt_dir
-    if not path:
-        raise ValueError(f"{ckpt_dir}: no checkpoint found")
-    status = tf.train.Checkpoint(generator=checkpoint_variables(generator)).restore(path)
-    status.expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError:
-        raise ValueError(f"{path}: the checkpoint does not hold this generator's weights") from None
-    return path
 
 
 def default_strategy() -> tf.distribute.Strategy:
