@@ -1,16 +1,15 @@
 """The eval command: seeded binned mask sets, exact reruns, baselines on the same inputs, metric sanity."""
 import json
-import os
 import shutil
 
 import cv2
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from absl import flags
 
 from tfinpaint.evaluation import cli, metrics
+from tfinpaint.checkpoints import save_generator
 from tfinpaint.inference.api import build_generator
 
 BINS = "0.05-0.2,0.2-0.4"
@@ -36,8 +35,7 @@ def setup(tmp_path_factory):
         cv2.imwrite(str(images / f"photo{index}.png"), _photo(height, width, index)[:, :, ::-1])
     ckpt = root / "ckpt"
     generator = build_generator("glcic", {"cnum": 4})
-    tf.train.Checkpoint(generator=generator).save(str(ckpt / "ckpt"))
-    (ckpt / "model.json").write_text(json.dumps({"model": "glcic", "options": {"cnum": 4}}))
+    save_generator(ckpt, generator, "glcic", {"cnum": 4})
 
     # First run through the command's flag handling, as `tfinpaint eval ...` does.
     first = root / "first"
