@@ -1,0 +1,256 @@
+"""CRA / HiFill (spec section 5): parameter counts, forward-pass invariants, gradients, recipe losses against a
+NumPy computation, serialization, and the high-resolution residual aggregation against a NumPy reference."""
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfinpaint import models
+from tfinpaint.layers.gated_conv import GatedConv2D
+from tfinpaint.models import cra
+from tfinpaint.training.recipe import ModelSet
+
+# Non-square multiples of the size factor 16 giving a 3 x 4 attention grid: large enough that the holes, dilated by
+# one cell, leave valid source cells (on a 2 x 2 grid any hole invalidates every cell and the attention is 0).
+HEIGHT, WIDTH = 48, 64
+TRAIN = 64  # square training size of the small critic
+
+
+def _count(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+def _batch(height=HEIGHT, width=WIDTH, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(size=(batch, height, width, 3)).astype(np.float32)
+    mask = np.zeros((batch, height, width, 1), np.float32)
+    mask[0, 3:14, 5:14] = 1.0  # a different hole per sample, each inside one 16 x 16 grid cell
+    mask[1, 34:46, 50:62] = 1.0
+    return {"image": tf.constant(image), "mask": tf.constant(mask)}
+
+
+@pytest.fixture(scope="module")
+def small():
+    return models.create("cra", cnum=8, dnum=8, image_size=TRAIN)
+
+
+def test_parameter_counts_match_spec():
+    generator, discriminators, recipe = models.create("cra")
+    assert _count(generator.trainable_weights) == 2_722_791
+    assert _count(generator.non_trainable_weights) == 0
+    assert _count(discriminators["critic"].trainable_weights) == 5_961_601
+    # The critic's Dense input follows the training size: 4 x 4 x 256 + 1 at 256 instead of 8 x 8 x 256 + 1.
+    critic_256 = cra.CRACritic(input_size=256)
+    critic_256.build((None, 256, 256, 3))
+    assert _count(critic_256.trainable_weights) == 5_961_601 - 16_385 + 4_097
+    assert models.size_factor("cra") == 16 == recipe.size_factor
+
+
+def test_forward_shapes_known_pixels_and_attention(small):
+    generator, _, _ = small
+    batch = _batch()
+    outputs = generator(batch["image"], batch["mask"], training=False)
+    assert set(outputs) == {"output", "raw", "coarse", "attention", "flow"}
+    for key in ("output", "raw", "coarse", "flow"):
+        value = outputs[key].numpy()
+        assert value.shape == (2, HEIGHT, WIDTH, 3) and outputs[key].dtype == tf.float32
+        assert np.all(np.isfinite(value)) and value.min() >= 0.0 and value.max() <= 1.0
+    known = batch["mask"].numpy()[..., 0] == 0
+    np.testing.assert_array_equal(outputs["output"].numpy()[known], batch["image"].numpy()[known])
+    np.testing.assert_array_equal(outputs["output"].numpy()[~known], outputs["raw"].numpy()[~known])
+    attention = outputs["attention"].numpy()
+    grid_h, grid_w = HEIGHT // 16, WIDTH // 16
+    assert attention.shape == (2, grid_h * grid_w, grid_h * grid_w)
+    assert attention.min() >= 0.0 and np.all(attention.sum(-1) <= 1.0 + 1e-5)
+    # HiFill masking: a 16 x 16 cell with any hole pixel, dilated by one cell, is never a source.
+    for sample, (row, col) in enumerate([(0, 0), (2, 3)]):
+        invalid = np.zeros((grid_h, grid_w), bool)
+        invalid[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2] = True
+        np.testing.assert_array_equal(attention[sample][:, invalid.ravel()], 0.0)
+        assert np.all(attention[sample][:, ~invalid.ravel()].sum(-1) > 0)
+    no_flow = cra.CRAGenerator(cnum=8, return_flow=False)
+    assert "flow" not in no_flow(batch["image"], batch["mask"])
+
+
+def test_network_never_sees_hole_pixels(small):
+    generator, _, _ = small
+    batch = _batch()
+    mask = batch["mask"]
+    scribbled = batch["image"] * (1.0 - mask) + 0.9 * mask
+    first = generator(batch["image"], mask, training=False)
+    second = generator(scribbled, mask, training=False)
+    for key in ("raw", "coarse", "attention"):
+        np.testing.assert_array_equal(first[key].numpy(), second[key].numpy())
+
+
+def _well_scaled_kernels(model, seed=0):
+    """Redraws every kernel with variance 4 / fan_in. The official init (truncated normal, stddev 0.05) shrinks
+    activations through the 25 gated coarse layers of a narrow test network until some gradients underflow
+    to exactly 0 in float32; connectivity is what the gradient test checks, so it uses a scale that keeps
+    the signal alive."""
+    rng = np.random.default_rng(seed)
+    for weight in model.trainable_weights:
+        if weight.path.endswith("kernel"):
+            fan_in = int(np.prod(weight.shape[:-1]))
+            weight.assign(rng.normal(scale=np.sqrt(4.0 / fan_in), size=weight.shape).astype(np.float32))
+
+
+def test_recipe_losses_match_numpy_and_reach_every_weight():
+    generator, discriminators, recipe = models.create("cra", cnum=8, dnum=8, image_size=TRAIN)
+    _well_scaled_kernels(generator)
+    model_set = ModelSet(generator, discriminators)
+    batch = _batch(TRAIN, TRAIN)
+    weights = recipe.weights_for(recipe.phases[0])
+    assert weights == {"l1": 1.2, "ae": 1.2, "coarse": 1.2, "gan": 0.001, "gp": 10.0}
+
+    # Reconstruction part against NumPy (official: hole L1 not area-normalised, valid L1 normalised).
+    no_gan = recipe.generator_loss(model_set, batch, dict(weights, gan=0.0), False)
+    outputs = generator(batch["image"], batch["mask"], training=False)
+    image, mask = batch["image"].numpy(), batch["mask"].numpy()
+    diff = {key: np.abs(2 * image - 2 * outputs[key].numpy()) for key in ("coarse", "raw")}
+    hole = 1.2 * np.mean(diff["coarse"] * mask) + np.mean(diff["raw"] * mask)
+    valid = (1.2 * np.mean(diff["coarse"] * (1 - mask)) + np.mean(diff["raw"] * (1 - mask))) / np.mean(1 - mask)
+    np.testing.assert_allclose(no_gan["total"].numpy(), 1.2 * hole + 1.2 * valid, rtol=1e-5)
+
+    with tf.GradientTape() as tape:
+        g_losses = recipe.generator_loss(model_set, batch, weights, True)
+    grads = tape.gradient(g_losses["total"], generator.trainable_variables)
+    assert all(np.isfinite(v.numpy()) for v in g_losses.values())
+    for variable, grad in zip(generator.trainable_variables, grads):
+        assert grad is not None and np.any(grad.numpy() != 0), variable.path
+
+    critic = discriminators["critic"]
+    with tf.GradientTape() as tape:
+        d_losses = recipe.discriminator_loss(model_set, batch, weights, True)
+    grads = tape.gradient(d_losses["total"], critic.trainable_variables)
+    assert set(d_losses) == {"total", "wgan", "gp"}
+    assert all(np.isfinite(v.numpy()) for v in d_losses.values())
+    for variable, grad in zip(critic.trainable_variables, grads):
+        if variable is critic.dense.bias:
+            # WGAN-GP is invariant to a constant offset of the critic: mean(fake) - mean(real) cancels it.
+            np.testing.assert_array_equal(grad.numpy(), 0.0)
+        else:
+            assert grad is not None and np.any(grad.numpy() != 0), variable.path
+    real = critic(2 * batch["image"] - 1).numpy()
+    fake = critic(2 * outputs["output"] - 1).numpy()
+    np.testing.assert_allclose(d_losses["wgan"].numpy(), fake.mean() - real.mean(), rtol=1e-4, atol=1e-6)
+
+    all_hole = dict(batch, mask=tf.ones_like(batch["mask"]))
+    assert np.isfinite(recipe.generator_loss(model_set, all_hole, weights, False)["total"].numpy())
+
+
+def test_recipe_settings_follow_spec(small):
+    recipe = small.recipe
+    assert recipe.g_optimizer == recipe.d_optimizer == {
+        "class_name": "Adam", "learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.9}
+    assert [phase.critic_steps for phase in recipe.phases] == [3]
+    assert recipe.batch_size == 8 and recipe.image_size == TRAIN
+    assert cra.make_recipe().image_size == 512
+
+
+def test_keras_save_load_round_trip(small, tmp_path):
+    generator, discriminators, _ = small
+    batch = _batch(seed=1)
+    before = generator(batch["image"], batch["mask"], training=False)
+    generator.save(tmp_path / "generator.keras")
+    restored = keras.models.load_model(tmp_path / "generator.keras")
+    assert [w.path for w in restored.weights] == [w.path for w in generator.weights]
+    for saved, loaded in zip(generator.weights, restored.weights):
+        np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
+    after = restored(batch["image"], batch["mask"], training=False)
+    for key in before:
+        np.testing.assert_array_equal(before[key].numpy(), after[key].numpy())
+
+    critic = discriminators["critic"]
+    images = 2 * _batch(TRAIN, TRAIN)["image"] - 1
+    critic.save(tmp_path / "critic.keras")
+    restored_critic = keras.models.load_model(tmp_path / "critic.keras")
+    np.testing.assert_array_equal(critic(images).numpy(), restored_critic(images).numpy())
+
+
+def test_bad_inputs_raise_clear_errors(small):
+    generator, discriminators, _ = small
+    with pytest.raises(ValueError, match="multiple of 16"):
+        generator(tf.zeros([1, 24, 32, 3]), tf.zeros([1, 24, 32, 1]))
+    with pytest.raises(ValueError, match="image_size=32"):
+        discriminators["critic"](tf.zeros([1, 32, 32, 3]))
+    with pytest.raises(ValueError, match="working_size"):
+        cra.inpaint_high_res(generator, np.zeros((40, 40, 3), np.uint8), np.zeros((40, 40)), working_size=40)
+    with pytest.raises(ValueError, match="uint8"):
+        cra.inpaint_high_res(generator, np.zeros((40, 40, 3), np.float32), np.zeros((40, 40)), working_size=32)
+
+
+def test_working_shape_keeps_aspect_ratio():
+    assert cra.working_shape(4320, 7680) == (288, 512)
+    assert cra.working_shape(7680, 4320) == (512, 288)
+    assert cra.working_shape(200, 300, 64) == (48, 64)  # 42.7 rounds to the nearest multiple of 16
+    assert cra.working_shape(10, 1000, 64) == (16, 64)  # never below one factor
+
+
+def test_high_res_keeps_known_pixels_and_shape(small):
+    generator = small.generator
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(200, 300, 3), dtype=np.uint8)
+    mask = np.zeros((200, 300), np.uint8)
+    mask[50:120, 90:200] = 255
+    result, stages = cra.inpaint_high_res(generator, image, mask, working_size=64, return_stages=True)
+    assert result.shape == image.shape and result.dtype == np.uint8
+    known = mask == 0
+    np.testing.assert_array_equal(result[known], image[known])
+    assert stages["output"].shape == (48, 64, 3) and stages["mask"].shape == (48, 64, 1)
+
+
+class _FixedGenerator:
+    """A stand-in network with a known output and attention matrix, to check the aggregation arithmetic."""
+
+    size_factor = 16
+    attention_cell = 16
+
+    def __init__(self, attention, fill):
+        self.attention = attention
+        self.fill = fill
+
+    def __call__(self, image, mask, training=False):
+        output = image * (1 - mask) + self.fill * mask
+        return {"output": output, "attention": tf.constant(self.attention[None])}
+
+
+def test_high_res_residual_aggregation_matches_numpy():
+    rng = np.random.default_rng(4)
+    height, width, working = 64, 128, 64  # network input 32 x 64, a 2 x 4 grid of 32 x 32 full-res cells
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    hole = np.zeros((height, width), bool)
+    hole[36:60, 70:90] = True  # inside cells (1, 2) and neighbours of the grid row 1
+    attention = rng.uniform(size=(8, 8)).astype(np.float32)
+    attention[:, [5, 6]] = 0.0  # source cells touching the hole carry no weight (as the network masks them)
+    attention /= attention.sum(1, keepdims=True)
+    fake = _FixedGenerator(attention, fill=np.float32(0.25))
+    result = cra.inpaint_high_res(fake, image, hole, working_size=working)
+
+    # NumPy reference of spec 5.7 (integer factor 2: area = 2 x 2 block average, bilinear = cv2 INTER_LINEAR).
+    large = image.astype(np.float32) / 255
+    small = large.reshape(32, 2, 64, 2, 3).mean((1, 3))
+    small_hole = hole.reshape(32, 2, 64, 2).any((1, 3))[..., None]
+    small_out = small * (1 - small_hole) + 0.25 * small_hole
+    base = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    residual = (large - base) * (~hole)[..., None]
+    cells = residual.reshape(2, 32, 4, 32, 3).transpose(0, 2, 1, 3, 4).reshape(8, -1)
+    aggregated = (attention @ cells).reshape(2, 4, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(height, width, 3)
+    filled = np.clip(cv2.resize(small_out.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+                     + aggregated, 0, 1)
+    expected = np.where(hole[..., None], np.round(filled * 255).astype(np.uint8), image)
+    assert np.abs(result.astype(int) - expected.astype(int)).max() <= 1
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+
+
+def test_strided_pointwise_gate_equals_the_strided_conv():
+    # The workaround layer (subsample, then a 1x1 stride-1 gate) must give what a strided 1x1 SAME gate gives
+    # (forward only: the strided 1x1 backward is what crashes TF's oneDNN kernel).
+    inputs = tf.random.normal([2, 18, 22, 5])
+    workaround = cra.StridedPointwiseGatedConv2D(6, 3, strides=2)
+    reference = GatedConv2D(6, 3, strides=2, gate_type="pointwise")
+    workaround.build(inputs.shape)
+    reference.build(inputs.shape)
+    reference.set_weights(workaround.get_weights())
+    np.testing.assert_allclose(workaround(inputs).numpy(), reference(inputs).numpy(), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,538 @@
+"""CRA / HiFill (Yi et al., CVPR 2020): Contextual Residual Aggregation for ultra high-resolution inpainting
+(spec section 5), in its checkpoint-exact form (2,722,791 generator parameters at ``cnum=32``).
+
+* Coarse network: light-weight gated convs with a single-channel gate (LWGC_sc) on the 2x-downsampled input.
+* Refine network: U-Net-like, convs gated by a 1x1 ("pointwise") conv as in the released checkpoint; contextual
+  attention (HiFill variant) at 1/8 resolution computes the attention matrix, which is also transferred to the
+  1/4 and 1/2 decoder levels (attention transfer) and, at inference, to the full-resolution residual.
+* Up-sampling blocks resize bilinearly with TF1 semantics (``align_corners=False``, ``half_pixel_centers=False``),
+  the resize the official weights were trained with.
+
+The network is trained and run at 512 x 512 by default, but takes any height and width that are multiples of 16
+(three stride-2 levels, then attention matched on a stride-2 grid: the matching grid is H/16 x W/16).
+``inpaint_high_res`` runs it on images of any size (8K included) with contextual residual aggregation.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfinpaint import losses
+from tfinpaint.layers.attention_transfer import AttentionTransfer, aggregate_residual
+from tfinpaint.layers.contextual_attention import ContextualAttention
+from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
+from tfinpaint.models.common import composite, flip_channels, to_signed, to_unit
+from tfinpaint.models.registry import ModelBundle
+from tfinpaint.training.recipe import ModelSet, Phase, Recipe
+
+SIZE_FACTOR = 16
+# Side of one attention-grid cell in input pixels: 8 (bottleneck) x 2 (attention rate).
+ATTENTION_CELL = 16
+_COARSE_DILATIONS = (1, 1, 1, 2, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8)
+_REFINE_DILATIONS = (1, 2, 4, 8, 16)
+
+
+def size_factor(**options) -> int:
+    """Height and width must be multiples of 16."""
+    del options
+    return SIZE_FACTOR
+
+
+def _hifill_init():
+    # Official `ops.conv2d`: truncated normal, stddev 0.05 (a fresh instance per layer: independent draws).
+    return keras.initializers.TruncatedNormal(stddev=0.05)
+
+
+def _resize_bilinear_tf1(x, size):
+    """TF1 ``resize_bilinear`` (align_corners=False, half_pixel_centers=False), as in the official code; the
+    kernel returns float32, so the result is cast back to the input's dtype (mixed precision)."""
+    resized = tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=False, half_pixel_centers=False)
+    return tf.cast(resized, x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfinpaint")
+class StridedPointwiseGatedConv2D(GatedConv2D):
+    """``GatedConv2D(gate_type="pointwise", strides=s)`` computed without a strided 1x1 convolution.
+
+    A 1x1 kernel with stride s under TF SAME padding reads pixels 0, s, 2s, ..., so the gate equals a stride-1 1x1
+    conv of the subsampled input: same variables, same numbers. The detour exists because TF 2.21's oneDNN
+    Conv2DBackpropFilter corrupts the heap (segfault / "free(): invalid size") for strided 1x1 kernels on common
+    shapes, e.g. 512 x 512 x 4 -> 32 channels, the first refine layer at training size.
+    """
+
+    def __init__(self, filters, kernel_size, strides=2, **kwargs):
+        kwargs["gate_type"] = "pointwise"
+        super().__init__(filters, kernel_size, strides=strides, **kwargs)
+
+    def call(self, inputs):
+        features = self.feature_conv(inputs)
+        subsampled = inputs[:, :: self.strides[0], :: self.strides[1], :]
+        gates = keras.ops.conv(subsampled, self.gate_conv.kernel, strides=1, padding="valid")
+        gates = gates + self.gate_conv.bias
+        return self.activation(features) * keras.ops.sigmoid(gates)
+
+
+def _check_inputs(image, mask, owner):
+    if image.shape.rank != 4 or image.shape[-1] != 3:
+        raise ValueError(f"{owner}: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
+    if mask.shape.rank != 4 or mask.shape[-1] != 1:
+        raise ValueError(f"{owner}: `mask` must be [B, H, W, 1] (1 = hole), got shape {mask.shape}")
+    for axis, name in ((1, "height"), (2, "width")):
+        side = image.shape[axis]
+        if side is not None and side % SIZE_FACTOR:
+            raise ValueError(f"{owner}: image {name} {side} is not a multiple of {SIZE_FACTOR}; pad or resize the "
+                             "input (cra.inpaint_high_res handles any size)")
+
+
+@keras.saving.register_keras_serializable(package="tfinpaint")
+class CRAGenerator(keras.Model):
+    """HiFill generator (checkpoint-exact): 2,722,791 trainable parameters at ``cnum=32``
+    (coarse 811,489 + refine 1,911,302).
+
+    Args:
+        cnum: base width (``GEN_NC``); an even number.
+        bgr: feed the network BGR instead of RGB (the official checkpoint saw cv2-loaded BGR images).
+        return_flow: also return ``"flow"``, the colour-coded argmax offsets of the attention (visualisation).
+        attention_memory_budget_mb: score-matrix budget of the contextual attention before it chunks.
+
+    ``call(image, mask)`` returns float32 tensors: ``"output"`` (composited, [0, 1]), ``"raw"`` (refine output),
+    ``"coarse"`` (coarse output upsampled to the input size), ``"attention"`` ([B, L, L] with L = H/16 * W/16,
+    rows = query cells, columns = source cells) and, with ``return_flow``, ``"flow"`` (input resolution).
+    """
+
+    size_factor = SIZE_FACTOR
+    attention_cell = ATTENTION_CELL
+
+    def __init__(self, cnum=32, bgr=False, return_flow=True, attention_memory_budget_mb=256, **kwargs):
+        # No input autocast under mixed precision: the float32 image must reach the final composite untouched,
+        # so that known pixels stay bit-exact. The layers inside still compute in the policy's compute dtype.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if int(cnum) != cnum or cnum < 2 or cnum % 2:
+            raise ValueError(f"cra: cnum must be a positive even integer, got {cnum}")
+        self.cnum = int(cnum)
+        self.bgr = bool(bgr)
+        self.return_flow = bool(return_flow)
+        self.attention_memory_budget_mb = attention_memory_budget_mb
+        c = self.cnum
+
+        def coarse(name, filters, kernel=3, strides=1, dilation=1):
+            return GatedConv2D(filters, kernel, strides=strides, dilation_rate=dilation, activation="elu",
+                               gate_type="single_channel", kernel_initializer=_hifill_init(), name=name)
+
+        def refine(name, filters, strides=1, dilation=1):
+            if strides > 1:
+                return StridedPointwiseGatedConv2D(filters, 3, strides=strides, activation="elu",
+                                                   kernel_initializer=_hifill_init(), name=name)
+            return GatedConv2D(filters, 3, dilation_rate=dilation, activation="elu", gate_type="pointwise",
+                               kernel_initializer=_hifill_init(), name=name)
+
+        def upsample(name, filters, gate_type):
+            # x2 TF1-bilinear resize (align_corners=False, half_pixel_centers=False), then a 3x3 gated conv.
+            return GatedUpsample2D(filters, 3, interpolation="bilinear", gate_type=gate_type,
+                                   kernel_initializer=_hifill_init(), name=name)
+
+        self.coarse_layers = [
+            coarse("c_en_down_128", c, 5, 2),
+            coarse("c_en_conv_128", c),
+            coarse("c_en_down_64", 2 * c, 3, 2),
+            *[coarse(f"c_en_conv{i}_64", 2 * c) for i in (1, 2, 3)],
+            *[coarse(f"c_dil_d{i + 1}", 2 * c, dilation=d) for i, d in enumerate(_COARSE_DILATIONS)],
+            *[coarse(f"c_de_conv{i}_64", 2 * c) for i in (1, 2, 3)],
+            upsample("c_de_up_128", c, "single_channel"),
+            coarse("c_de_conv_128", c),
+            # The official toRGB block keeps the gated ELU (then clips to [-1, 1]).
+            upsample("c_de_toRGB", 3, "single_channel"),
+        ]
+
+        # Refine encoder: widths start at cnum / 2 and double at each of the three downsamplings
+        # (official: nc = max(4, GEN_NC // (IMG / 512)) // 2, then doubled per level, at 512 input).
+        self.re_en_down_256 = refine("re_en_down_256", c, strides=2)
+        self.re_en_conv_256 = refine("re_en_conv_256", c)
+        self.re_en_down_128 = refine("re_en_down_128", 2 * c, strides=2)
+        self.re_en_conv_128 = refine("re_en_conv_128", 2 * c)
+        self.re_en_down_64 = refine("re_en_down_64", 4 * c, strides=2)
+        self.re_en_conv_64 = refine("re_en_conv_64", 4 * c)
+        self.re_dil = [refine(f"re_dil_d{d}", 4 * c, dilation=d) for d in _REFINE_DILATIONS]
+        self.attention = ContextualAttention(ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10.0, fuse=True,
+                                             mode="hifill", return_flow=self.return_flow, return_attention=True,
+                                             memory_budget_mb=attention_memory_budget_mb, name="contextual_attention")
+        self.re_att_64_att1 = refine("re_att_64_att1", 4 * c)
+        self.re_att_64_att3 = refine("re_att_64_att3", 4 * c)
+        self.re_de_up_128 = upsample("re_de_up__128", 2 * c, "pointwise")
+        self.re_de_conv_128 = refine("re_de_conv_128", 2 * c)
+        self.transfer_128 = AttentionTransfer(name="attention_transfer_128")
+        self.re_de_att_128 = [refine("re_de_att_128_1", 2 * c), refine("re_de_att_128_2", 2 * c, dilation=2)]
+        self.re_de_up_256 = upsample("re_de_up__256", c, "pointwise")
+        self.re_de_conv_256 = refine("re_de_conv_256", c)
+        self.transfer_256 = AttentionTransfer(name="attention_transfer_256")
+        self.re_de_att_256 = [refine("re_de_att_256_1", c), refine("re_de_att_256_2", c, dilation=2)]
+        self.re_de_to_rgb = upsample("re_de_toRGB__256", 3, "pointwise")
+
+    def call(self, image, mask, training=None):
+        image = tf.convert_to_tensor(image)
+        mask = tf.convert_to_tensor(mask)
+        _check_inputs(image, mask, "CRAGenerator")
+        image = tf.cast(image, tf.float32)
+        mask = tf.cast(mask, tf.float32)
+        dtype = self.compute_dtype
+        height_width = tf.shape(image)[1:3]
+
+        hole = tf.cast(mask, dtype)
+        x_in = tf.cast(to_signed(flip_channels(image) if self.bgr else image), dtype) * (1.0 - hole)
+
+        # Coarse network on the half-resolution [incomplete image, mask] (official: 512 -> 256).
+        x = _resize_bilinear_tf1(tf.concat([x_in, hole], axis=-1), height_width // 2)
+        for layer in self.coarse_layers:
+            x = layer(x, training=training)
+        x1 = _resize_bilinear_tf1(tf.clip_by_value(x, -1.0, 1.0), height_width)
+
+        # Refine network on [coarse composite, mask].
+        x = tf.concat([x1 * hole + x_in * (1.0 - hole), hole], axis=-1)
+        x = self.re_en_down_256(x, training=training)
+        skip_half = self.re_en_conv_256(x, training=training)
+        x = self.re_en_down_128(skip_half, training=training)
+        skip_quarter = self.re_en_conv_128(x, training=training)
+        x = self.re_en_down_64(skip_quarter, training=training)
+        x = self.re_en_conv_64(x, training=training)  # its skip is saved and discarded in the official code
+        for layer in self.re_dil:
+            x = layer(x, training=training)
+        x_hallu = x
+
+        # The attention mask is the full-resolution hole mask: a grid cell is a hole if any of its pixels is.
+        attended = self.attention([x, x, hole], training=training)
+        if self.return_flow:
+            y, flow, attention = attended
+        else:
+            y, attention = attended
+        y = self.re_att_64_att1(y, training=training)
+        x = self.re_att_64_att3(tf.concat([x_hallu, y], axis=-1), training=training)
+
+        x = self.re_de_conv_128(self.re_de_up_128(x, training=training), training=training)
+        transferred = self.transfer_128([skip_quarter, attention])
+        for layer in self.re_de_att_128:
+            transferred = layer(transferred, training=training)
+        x = tf.concat([transferred, x], axis=-1)
+
+        x = self.re_de_conv_256(self.re_de_up_256(x, training=training), training=training)
+        transferred = self.transfer_256([skip_half, attention])
+        for layer in self.re_de_att_256:
+            transferred = layer(transferred, training=training)
+        x = tf.concat([transferred, x], axis=-1)
+        x2 = tf.clip_by_value(self.re_de_to_rgb(x, training=training), -1.0, 1.0)
+
+        def public(signed):
+            unit = to_unit(tf.cast(signed, tf.float32))
+            return flip_channels(unit) if self.bgr else unit
+
+        raw = public(x2)
+        outputs = {
+            # Compositing in float32 with the caller's own image keeps known pixels bit-exact.
+            "output": composite(raw, image, mask),
+            "raw": raw,
+            "coarse": public(x1),
+            "attention": tf.cast(attention, tf.float32),
+        }
+        if self.return_flow:
+            flow = tf.image.resize(tf.cast(flow, tf.float32), height_width, method="nearest")
+            outputs["flow"] = tf.stop_gradient(tf.clip_by_value(flow, 0.0, 1.0))
+        return outputs
+
+    def create_variables(self):
+        """Creates every variable with one forward pass on a tiny zero batch (the call takes two tensors, which
+        Keras cannot build from recorded shapes on its own)."""
+        side = SIZE_FACTOR
+        self(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]))
+
+    def build_from_config(self, config):
+        # Called by keras.models.load_model before the weights are restored.
+        if config:
+            self.create_variables()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(cnum=self.cnum, bgr=self.bgr, return_flow=self.return_flow,
+                      attention_memory_budget_mb=self.attention_memory_budget_mb)
+        return config
+
+
+def _as_size(image_size, owner):
+    size = (image_size, image_size) if np.ndim(image_size) == 0 else tuple(image_size)
+    if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
+        raise ValueError(f"{owner}: image_size must be an int or (height, width), got {image_size!r}")
+    return int(size[0]), int(size[1])
+
+
+@keras.saving.register_keras_serializable(package="tfinpaint")
+class CRACritic(keras.Model):
+    """HiFill WGAN-GP critic (spec 5.8): six 5x5 stride-2 convs with LeakyReLU(0.2), flatten, Dense(1).
+
+    Input: [B, H, W, 3] images in the generator's internal range ([-1, 1]); no mask channel.
+    The Dense layer's input size depends on the image size, so the critic is built for one ``input_size``
+    ((height, width), default 512 x 512 -> 5,961,601 parameters at ``dnum=64``; 256 x 256 -> 5,949,313).
+    """
+
+    def __init__(self, dnum=64, input_size=(512, 512), **kwargs):
+        super().__init__(**kwargs)
+        if int(dnum) != dnum or dnum < 1:
+            raise ValueError(f"cra: dnum must be a positive integer, got {dnum}")
+        self.dnum = int(dnum)
+        self.input_size = _as_size(input_size, "CRACritic")
+        widths = (dnum, 2 * dnum, 4 * dnum, 4 * dnum, 4 * dnum, 4 * dnum)
+        self.convs = [
+            keras.layers.Conv2D(width, 5, strides=2, padding="same", kernel_initializer=_hifill_init(),
+                                name=f"conv{i + 1}")
+            for i, width in enumerate(widths)
+        ]
+        self.activation = keras.layers.LeakyReLU(negative_slope=0.2)
+        self.dense = keras.layers.Dense(1, name="linear")
+        # Six TF-SAME stride-2 convs: each side becomes ceil(side / 64).
+        self._flat_features = (-(-self.input_size[0] // 64)) * (-(-self.input_size[1] // 64)) * widths[-1]
+
+    def build(self, input_shape=None):
+        channels = 3
+        for conv in self.convs:
+            conv.build((None, None, None, channels))
+            channels = conv.filters
+        self.dense.build((None, self._flat_features))
+        self.built = True
+
+    def call(self, images, training=None):
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4 or images.shape[-1] != 3:
+            raise ValueError(f"CRACritic: input must be [B, H, W, 3] images in [-1, 1], got shape {images.shape}")
+        static = tuple(images.shape[1:3])
+        if None not in static and static != self.input_size:
+            hint = (f"tfinpaint.models.create('cra', image_size={static[0]})" if static[0] == static[1]
+                    else f"CRACritic(input_size={static})")
+            raise ValueError(f"CRACritic was built for {self.input_size[0]}x{self.input_size[1]} images (its Dense "
+                             f"layer depends on the size) but got {static[0]}x{static[1]}; build it with {hint}")
+        x = tf.cast(images, self.compute_dtype)
+        for conv in self.convs:
+            x = self.activation(conv(x))
+        x = tf.reshape(x, [tf.shape(x)[0], self._flat_features])
+        return tf.cast(self.dense(x), tf.float32)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dnum=self.dnum, input_size=list(self.input_size))
+        return config
+
+
+def _internal(image, bgr):
+    """Public RGB [0, 1] -> the networks' internal range (and channel order)."""
+    return to_signed(flip_channels(image) if bgr else image)
+
+
+def make_losses(bgr=False):
+    """Official HiFill objective (spec 5.9): hole L1 (not area-normalised) + valid L1 normalised by the valid area,
+    the coarse terms weighted by ``coarse``, WGAN with a gradient penalty over the whole image."""
+    def generator_loss(models: ModelSet, batch, weights, training):
+        image, mask = batch["image"], batch["mask"]
+        out = models.generator(image, mask, training=training)
+        real = _internal(image, bgr)
+        coarse_weight = weights.get("coarse", 1.2)
+        hole_coarse, valid_coarse = losses.masked_l1(real, _internal(out["coarse"], bgr), mask)
+        hole_fine, valid_fine = losses.masked_l1(real, _internal(out["raw"], bgr), mask)
+        l1_hole = coarse_weight * hole_coarse + hole_fine
+        # Guarded so that an all-hole batch (zero valid area, zero numerator) gives 0 rather than NaN.
+        valid_fraction = tf.maximum(tf.reduce_mean(1.0 - tf.cast(mask, tf.float32)), 1e-6)
+        ae_valid = (coarse_weight * valid_coarse + valid_fine) / valid_fraction
+        total = weights.get("l1", 1.2) * l1_hole + weights.get("ae", 1.2) * ae_valid
+        result = {"l1_hole": l1_hole, "ae_valid": ae_valid}
+        gan_weight = weights.get("gan", 0.001)
+        if gan_weight:
+            d_fake = models.discriminators["critic"](_internal(out["output"], bgr), training=training)
+            result["gan"] = losses.wgan_generator_loss(d_fake)
+            total = total + gan_weight * result["gan"]
+        result["total"] = total
+        return result
+
+    def discriminator_loss(models: ModelSet, batch, weights, training):
+        image, mask = batch["image"], batch["mask"]
+        critic = models.discriminators["critic"]
+        real = _internal(image, bgr)
+        fake = tf.stop_gradient(_internal(models.generator(image, mask, training=training)["output"], bgr))
+        d_real, d_fake = tf.split(critic(tf.concat([real, fake], axis=0), training=training), 2, axis=0)
+        wgan = losses.wgan_discriminator_loss(d_real, d_fake)
+        # The official penalty ignores its mask argument: the gradient norm is over the whole image.
+        penalty = losses.gradient_penalty(critic, real, fake, mask=None, training=training)
+        return {"total": wgan + weights.get("gp", 10.0) * penalty, "wgan": wgan, "gp": penalty}
+
+    return generator_loss, discriminator_loss
+
+
+def make_recipe(bgr=False, image_size=512) -> Recipe:
+    """Spec 5.9-5.10: separate Adam 1e-4 (0.5, 0.9), three critic steps per generator step, batch 8 at 512."""
+    generator_loss, discriminator_loss = make_losses(bgr)
+    adam = {"class_name": "Adam", "learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.9}
+    return Recipe(
+        generator_loss=generator_loss,
+        discriminator_loss=discriminator_loss,
+        loss_weights={"l1": 1.2, "ae": 1.2, "coarse": 1.2, "gan": 0.001, "gp": 10.0},
+        g_optimizer=dict(adam),
+        d_optimizer=dict(adam),
+        phases=[Phase(name="adversarial", critic_steps=3)],
+        image_size=image_size,
+        size_factor=SIZE_FACTOR,
+        batch_size=8,
+    )
+
+
+def build(cnum=32, dnum=64, bgr=False, image_size=512, return_flow=True, attention_memory_budget_mb=256,
+          **unused) -> ModelBundle:
+    """Builds (and initialises the weights of) the generator, the critic and the default recipe.
+
+    ``image_size`` (int, square) is the training size: it sizes the critic's Dense layer and the recipe's crop.
+    """
+    if unused:
+        raise ValueError(f"cra: unknown option(s) {', '.join(sorted(unused))}")
+    if int(image_size) != image_size or image_size < SIZE_FACTOR or image_size % SIZE_FACTOR:
+        raise ValueError(f"cra: image_size must be a positive multiple of {SIZE_FACTOR}, got {image_size}")
+    image_size = int(image_size)
+    generator = CRAGenerator(cnum=cnum, bgr=bgr, return_flow=return_flow,
+                             attention_memory_budget_mb=attention_memory_budget_mb, name="cra_generator")
+    critic = CRACritic(dnum=dnum, input_size=(image_size, image_size), name="critic")
+    # Variables exist from the start (parameter counts, checkpoints and optimizers need them).
+    generator.create_variables()
+    critic.build((None, image_size, image_size, 3))
+    return ModelBundle(generator, {"critic": critic}, make_recipe(bgr, image_size))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# High-resolution inference: Contextual Residual Aggregation (spec 5.7).
+# --------------------------------------------------------------------------------------------------------------
+
+def working_shape(height, width, working_size=512, factor=SIZE_FACTOR):
+    """Network input size for an image: the long side becomes ``working_size`` and the short side the multiple of
+    ``factor`` nearest to keeping the aspect ratio (so the ratio changes by at most ``factor / 2`` pixels on the
+    short side, never a squash to a square)."""
+    scale = working_size / max(height, width)
+
+    def short(side):
+        return max(factor, int(round(side * scale / factor)) * factor)
+
+    if height >= width:
+        return working_size, short(width)
+    return short(height), working_size
+
+
+@tf.function(reduce_retracing=True)
+def _filled_plane(plane, small_plane, small_output_plane, big_hole, attention, grid_shape, resized):
+    """One colour channel of the CRA result at the input resolution (uint8 [H, W]; only its hole pixels are used).
+
+    plane: [1, H, W, 1] uint8 input channel; small_plane / small_output_plane: [1, h, w, 1] working-resolution
+    input and network output in [0, 1]; big_hole: [1, Hb, Wb, 1] bool hole mask of the aggregation grid
+    (Hb x Wb = grid x r); attention: [1, N, N]. A graph function, so each full-size temporary is freed as soon
+    as its last consumer has run.
+    """
+    height, width = tf.shape(plane)[1], tf.shape(plane)[2]
+    big_size = tf.shape(big_hole)[1:3]
+    if resized:
+        large = tf.image.resize(plane, big_size, method="bilinear") / 255.0
+    else:
+        large = tf.cast(plane, tf.float32) / 255.0
+    base = tf.image.resize(small_plane, big_size, method="bilinear")
+    residual = tf.where(big_hole, 0.0, large - base)
+    aggregated = aggregate_residual(residual, attention, grid_shape=grid_shape)
+    upsampled = tf.image.resize(small_output_plane, big_size, method="bilinear")
+    value = tf.clip_by_value(upsampled + aggregated, 0.0, 1.0) * 255.0
+    if resized:
+        value = tf.image.resize(value, tf.stack([height, width]), method="bilinear")
+    return tf.cast(tf.round(value), tf.uint8)[0, :, :, 0]
+
+
+def inpaint_high_res(generator, image_uint8_rgb, mask_hole, working_size=512, return_stages=False):
+    """Inpaints an image of any size with a CRA generator run at ``working_size`` (its long side).
+
+    Steps (spec 5.7, with the aspect ratio kept): the image is area-downscaled to the working size (long side
+    ``working_size``, short side a multiple of the generator's factor); a small pixel is a hole if any pixel under
+    it is. The network gives the small inpainted image and its attention matrix over an Hq x Wq grid. At full
+    resolution the low-frequency base is the bilinear upsample of the small image, the residual is
+    ``(image - base) * valid``, and each cell's residual is replaced by the attention-weighted sum of the
+    residuals of the source cells (``aggregate_residual``). The result is the bilinear upsample of the small
+    output plus the aggregated residual, pasted into the hole only: known pixels are the input's own bytes.
+
+    Cells must be square with an integer side r: the full-resolution grid is the working image scaled by r / 16.
+    When the image is not exactly that size (its sides not multiples of the grid, or its proportions rounded by
+    the working size), it is resized (bilinear) to it, aggregated there and the filled result resized back; the
+    known pixels are never resampled. Memory: one colour channel at a time in float32 (a few H x W x 4 byte
+    planes at peak, under 1 GB for 8K) plus a few uint8 copies of the image.
+
+    Args:
+        generator: a ``CRAGenerator`` (anything with the same call signature and ``"output"``/``"attention"``).
+        image_uint8_rgb: H x W x 3 uint8 RGB image.
+        mask_hole: H x W (or H x W x 1) mask, hole where the value is > 0.5 (so 0/1 floats and 0/255 bytes work).
+        working_size: long side of the network input; a multiple of the generator's size factor.
+        return_stages: also return a dict of the network's working-resolution outputs (float32 [0, 1] arrays:
+            "image", "mask", "coarse", "raw", "output" and "flow" when the generator returns it).
+
+    Returns:
+        H x W x 3 uint8 array (and the stages dict when ``return_stages``).
+    """
+    image = np.asarray(image_uint8_rgb)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("inpaint_high_res: `image_uint8_rgb` must be an H x W x 3 uint8 array, got "
+                         f"{image.dtype} array of shape {image.shape}")
+    mask = np.asarray(mask_hole)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"inpaint_high_res: `mask_hole` must be H x W = {image.shape[:2]}, got shape {mask.shape}")
+    factor = int(getattr(generator, "size_factor", SIZE_FACTOR))
+    cell = int(getattr(generator, "attention_cell", ATTENTION_CELL))
+    if int(working_size) != working_size or working_size < factor or working_size % factor:
+        raise ValueError(f"inpaint_high_res: working_size must be a positive multiple of {factor}, "
+                         f"got {working_size}")
+
+    hole = mask > 0.5
+    height, width = image.shape[:2]
+    small_h, small_w = working_shape(height, width, int(working_size), factor)
+    grid_h, grid_w = small_h // cell, small_w // cell
+
+    # Area averages at float32 precision; any hole pixel under a small pixel makes it a hole, so no hole content
+    # leaks into the small image's known pixels.
+    small_image = tf.image.resize(image[None], (small_h, small_w), method="area")[0] / 255.0
+    small_hole = tf.cast(
+        tf.image.resize(hole[None, :, :, None].view(np.uint8), (small_h, small_w), method="area")[0] > 0,
+        tf.float32)
+    outputs = generator(small_image[None], small_hole[None], training=False)
+    small_output = outputs["output"][0]
+    attention = tf.cast(outputs["attention"], tf.float32)
+    if attention.shape[-1] != grid_h * grid_w:
+        raise ValueError(f"inpaint_high_res: the generator's attention has {attention.shape[-1]} cells, expected "
+                         f"{grid_h} x {grid_w} cells of {cell} px for a {small_h} x {small_w} input")
+
+    # Full-resolution grid of square r x r cells: the working image scaled by exactly r / cell, so the large
+    # image has the small image's proportions. The input is resized to it only when its sides are not already
+    # those multiples of the grid (e.g. 7680 x 4320 -> 512 x 288 -> 240 px cells: no resize).
+    side = max(math.ceil(height / grid_h), math.ceil(width / grid_w))
+    big_h, big_w = grid_h * side, grid_w * side
+    resized = (big_h, big_w) != (height, width)
+    if resized:
+        # Conservative: a pixel touched by any hole pixel stays out of the residual.
+        big_hole = tf.image.resize(hole[None, :, :, None].view(np.uint8), (big_h, big_w), method="bilinear") > 0
+    else:
+        big_hole = tf.constant(hole[None, :, :, None])
+
+    result = image.copy()
+    for channel in range(3 if hole.any() else 0):
+        # One colour channel at a time bounds the float32 working set to a few H x W planes.
+        filled = _filled_plane(
+            tf.constant(image[None, :, :, channel:channel + 1]),
+            small_image[None, :, :, channel:channel + 1],
+            small_output[None, :, :, channel:channel + 1],
+            big_hole,
+            attention,
+            grid_shape=(grid_h, grid_w),
+            resized=resized,
+        )
+        np.copyto(result[:, :, channel], filled.numpy(), where=hole)
+    if not return_stages:
+        return result
+    stages = {"image": small_image.numpy(), "mask": small_hole.numpy()}
+    stages.update({key: value[0].numpy() for key, value in outputs.items() if key != "attention"})
+    return result, stages

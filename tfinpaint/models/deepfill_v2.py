@@ -1,0 +1,327 @@
+"""DeepFill v2 (Yu et al., ICCV 2019): gated-convolution coarse-to-fine generator with contextual attention and an
+SN-PatchGAN discriminator trained with the hinge loss (spec section 2).
+
+Layout follows the official TF1 code (``inpaint_model.py`` of JiahuiYu/generative_inpainting v2): stage 1 is a gated
+encoder / dilated / decoder network on ``[image * (1 - mask), ones, mask]``; stage 2 runs a dilated branch and a
+contextual-attention branch on the 3-channel composite of stage 1 and merges them. Inside, images are in [-1, 1]
+(optionally BGR for official-weight parity); the public interface is RGB [0, 1] and masks with 1 = hole.
+
+Input sides must be multiples of 8 (two stride-2 downsamplings, then contextual attention at rate 2).
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfinpaint import losses
+from tfinpaint.layers.contextual_attention import ContextualAttention
+from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
+from tfinpaint.layers.spectral_norm import SpectralNorm
+from tfinpaint.models.common import composite, flip_channels, to_signed, to_unit
+from tfinpaint.models.registry import ModelBundle
+from tfinpaint.training.recipe import ModelSet, Phase, Recipe
+
+SIZE_FACTOR = 8
+_DILATIONS = (2, 4, 8, 16)
+
+
+def size_factor(**options) -> int:
+    """Height and width must be multiples of 8 (1/4-resolution features, attention matched at 1/8)."""
+    del options
+    return SIZE_FACTOR
+
+
+def _check_inputs(image, mask, size_multiple, owner):
+    if image.shape.rank != 4 or image.shape[-1] != 3:
+        raise ValueError(f"{owner}: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
+    if mask.shape.rank != 4 or mask.shape[-1] != 1:
+        raise ValueError(f"{owner}: `mask` must be [B, H, W, 1] (1 = hole), got shape {mask.shape}")
+    for axis, name in ((1, "height"), (2, "width")):
+        side = image.shape[axis]
+        if side is not None and side % size_multiple:
+            raise ValueError(f"{owner}: image {name} {side} is not a multiple of {size_multiple}; pad the input "
+                             f"(tfinpaint's inference API reflect-pads automatically)")
+
+
+@keras.saving.register_keras_serializable(package="tfinpaint")
+class DeepFillV2Generator(keras.Model):
+    """DeepFill v2 generator: exactly 4,052,478 trainable parameters at ``cnum=48``.
+
+    Args:
+        cnum: the official base width (raw filters of the first conv; gated outputs have ``cnum // 2`` channels).
+            Must be a multiple of 4.
+        bgr: feed the network BGR instead of RGB (official checkpoints were trained on cv2-loaded BGR images).
+        attention_memory_budget_mb: score-matrix budget of the contextual attention before it chunks (large images).
+        align_corners: use neuralgym's nearest resizes with ``align_corners=True`` (x2 upsampling, the mask
+            downscaling and the attention's grid downscaling), for parity with official checkpoints. The default
+            (False) repeats pixels on upsampling and subsamples on downscaling: the natural choice for training
+            from scratch (align_corners=True samples a 64 -> 32 grid unevenly, spec 0.3).
+
+    ``call(image, mask)`` returns float32 [0, 1] tensors: ``"output"`` (composited), ``"raw"`` (stage 2),
+    ``"coarse"`` (stage 1) and ``"flow"`` (colour-coded attention offsets, input resolution, visualisation only).
+    """
+
+    size_factor = SIZE_FACTOR
+
+    def __init__(self, cnum=48, bgr=False, attention_memory_budget_mb=256, align_corners=False, **kwargs):
+        # No input autocast under mixed precision: the float32 image must reach the final composite untouched,
+        # so that known pixels stay bit-exact. The layers inside still compute in the policy's compute dtype.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if int(cnum) != cnum or cnum < 4 or cnum % 4:
+            raise ValueError(f"deepfill_v2: cnum must be a positive multiple of 4, got {cnum}")
+        self.cnum = int(cnum)
+        self.bgr = bool(bgr)
+        self.attention_memory_budget_mb = attention_memory_budget_mb
+        self.align_corners = bool(align_corners)
+        c = self.cnum
+
+        def gated(name, filters, kernel=3, strides=1, dilation=1, activation="elu"):
+            # The official `gen_conv(cnum)` convolves to `cnum` channels and gates half of them, so the
+            # layer's `filters` (channels after gating) are half of the official numbers.
+            return GatedConv2D(filters, kernel, strides=strides, dilation_rate=dilation, activation=activation,
+                               gate_type="full", name=name)
+
+        def upsample(name, filters):
+            return GatedUpsample2D(filters, 3, interpolation="nearest", align_corners=self.align_corners,
+                                   gate_type="full", name=name)
+
+        # Stage 1 (coarse).
+        self.stage1 = [
+            gated("conv1", c // 2, 5),
+            gated("conv2_downsample", c, 3, 2),
+            gated("conv3", c),
+            gated("conv4_downsample", 2 * c, 3, 2),
+            gated("conv5", 2 * c),
+            gated("conv6", 2 * c),
+            *[gated(f"conv{7 + i}_atrous", 2 * c, dilation=d) for i, d in enumerate(_DILATIONS)],
+            gated("conv11", 2 * c),
+            gated("conv12", 2 * c),
+            upsample("conv13_upsample", c),
+            gated("conv14", c),
+            upsample("conv15_upsample", c // 2),
+            gated("conv16", c // 4),
+        ]
+        self.conv17 = keras.layers.Conv2D(3, 3, padding="same", name="conv17")
+
+        # Stage 2, dilated ("hallucination") branch.
+        self.xconv = [
+            gated("xconv1", c // 2, 5),
+            gated("xconv2_downsample", c // 2, 3, 2),
+            gated("xconv3", c),
+            gated("xconv4_downsample", c, 3, 2),
+            gated("xconv5", 2 * c),
+            gated("xconv6", 2 * c),
+            *[gated(f"xconv{7 + i}_atrous", 2 * c, dilation=d) for i, d in enumerate(_DILATIONS)],
+        ]
+        # Stage 2, contextual-attention branch.
+        self.pmconv = [
+            gated("pmconv1", c // 2, 5),
+            gated("pmconv2_downsample", c // 2, 3, 2),
+            gated("pmconv3", c),
+            gated("pmconv4_downsample", 2 * c, 3, 2),
+            gated("pmconv5", 2 * c),
+            gated("pmconv6", 2 * c, activation="relu"),
+        ]
+        self.attention = ContextualAttention(ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10.0, fuse=True,
+                                             mode="deepfill", return_flow=True, align_corners=self.align_corners,
+                                             memory_budget_mb=attention_memory_budget_mb, name="contextual_attention")
+        self.pmconv_after = [gated("pmconv9", 2 * c), gated("pmconv10", 2 * c)]
+        self.allconv = [
+            gated("allconv11", 2 * c),
+            gated("allconv12", 2 * c),
+            upsample("allconv13_upsample", c),
+            gated("allconv14", c),
+            upsample("allconv15_upsample", c // 2),
+            gated("allconv16", c // 4),
+        ]
+        self.allconv17 = keras.layers.Conv2D(3, 3, padding="same", name="allconv17")
+
+    def call(self, image, mask, training=None):
+        image = tf.convert_to_tensor(image)
+        mask = tf.convert_to_tensor(mask)
+        _check_inputs(image, mask, SIZE_FACTOR, "DeepFillV2Generator")
+        image = tf.cast(image, tf.float32)
+        mask = tf.cast(mask, tf.float32)
+        dtype = self.compute_dtype
+
+        x_full = to_signed(flip_channels(image) if self.bgr else image)
+        hole = tf.cast(mask, dtype)
+        x_in = tf.cast(x_full, dtype) * (1.0 - hole)
+
+        # Stage 1 input: [incomplete image, ones, mask] (5 channels, official).
+        x = tf.concat([x_in, tf.ones_like(hole), hole], axis=-1)
+        for layer in self.stage1:
+            x = layer(x, training=training)
+        x_stage1 = tf.tanh(self.conv17(x))
+
+        # Stage 2 input: the 3-channel composite of stage 1 (the official code drops the mask channels here).
+        x_now = x_stage1 * hole + x_in * (1.0 - hole)
+        x = x_now
+        for layer in self.xconv:
+            x = layer(x, training=training)
+        x_hallu = x
+
+        x = x_now
+        for layer in self.pmconv:
+            x = layer(x, training=training)
+        # The mask at the 1/4 feature size (official `resize_mask_like`: nearest, align_corners=True).
+        quarter = tf.shape(x)[1:3]
+        if self.align_corners:
+            mask_quarter = tf.raw_ops.ResizeNearestNeighbor(images=mask, size=quarter, align_corners=True,
+                                                            half_pixel_centers=False)
+        else:
+            mask_quarter = tf.image.resize(mask, quarter, method="nearest")
+        x, flow = self.attention([x, x, tf.cast(mask_quarter, dtype)], training=training)
+        for layer in self.pmconv_after:
+            x = layer(x, training=training)
+        x = tf.concat([x_hallu, x], axis=-1)
+        for layer in self.allconv:
+            x = layer(x, training=training)
+        x_stage2 = tf.tanh(self.allconv17(x))
+
+        def public(signed):
+            unit = to_unit(tf.cast(signed, tf.float32))
+            return flip_channels(unit) if self.bgr else unit
+
+        raw = public(x_stage2)
+        height_width = tf.shape(image)[1:3]
+        flow = tf.image.resize(tf.cast(flow, tf.float32), height_width, method="bilinear")
+        return {
+            # Compositing in float32 with the caller's own image keeps known pixels bit-exact.
+            "output": composite(raw, image, mask),
+            "raw": raw,
+            "coarse": public(x_stage1),
+            "flow": tf.stop_gradient(tf.clip_by_value(flow, 0.0, 1.0)),
+        }
+
+    def create_variables(self):
+        """Creates every variable with one forward pass on a tiny zero batch (the call takes two tensors, which
+        Keras cannot build from recorded shapes on its own)."""
+        side = SIZE_FACTOR
+        self(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]))
+
+    def build_from_config(self, config):
+        # Called by keras.models.load_model before the weights are restored.
+        if config:
+            self.create_variables()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(cnum=self.cnum, bgr=self.bgr, attention_memory_budget_mb=self.attention_memory_budget_mb,
+                      align_corners=self.align_corners)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfinpaint")
+class SNPatchGANDiscriminator(keras.Model):
+    """SN-PatchGAN (spec 2.3): six spectrally normalised 5x5 stride-2 convs, LeakyReLU(0.2) after every one
+    (the last included, official), flattened to (H/64)*(W/64)*4*dnum scores per image.
+
+    Input: one tensor [B, H, W, 4] = concat[image in the generator's internal range ([-1, 1]), hole mask].
+    5,946,816 trainable parameters at ``dnum=64`` plus 1,216 non-trainable power-iteration vectors ``u``.
+    """
+
+    def __init__(self, dnum=64, **kwargs):
+        super().__init__(**kwargs)
+        if int(dnum) != dnum or dnum < 1:
+            raise ValueError(f"deepfill_v2: dnum must be a positive integer, got {dnum}")
+        self.dnum = int(dnum)
+        widths = (dnum, 2 * dnum, 4 * dnum, 4 * dnum, 4 * dnum, 4 * dnum)
+        self.convs = [
+            SpectralNorm(keras.layers.Conv2D(width, 5, strides=2, padding="same", name=f"conv{i + 1}"),
+                         name=f"sn_conv{i + 1}")
+            for i, width in enumerate(widths)
+        ]
+        self.activation = keras.layers.LeakyReLU(negative_slope=0.2)
+
+    def call(self, inputs, training=None):
+        inputs = tf.convert_to_tensor(inputs)
+        if inputs.shape.rank != 4 or inputs.shape[-1] != 4:
+            raise ValueError("SNPatchGANDiscriminator: input must be [B, H, W, 4] = concat[image in [-1, 1], mask], "
+                             f"got shape {inputs.shape}")
+        x = tf.cast(inputs, self.compute_dtype)
+        for conv in self.convs:
+            x = self.activation(conv(x, training=training))
+        return tf.cast(tf.reshape(x, [tf.shape(x)[0], -1]), tf.float32)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dnum=self.dnum)
+        return config
+
+
+def _internal(image, bgr):
+    """Public RGB [0, 1] -> the networks' internal range (and channel order)."""
+    return to_signed(flip_channels(image) if bgr else image)
+
+
+def make_losses(bgr=False):
+    """The official v2 objective: plain L1 over the whole image on both stages plus the hinge GAN (spec 2.4)."""
+    def discriminator_input(image, mask):
+        return tf.concat([_internal(image, bgr), mask], axis=-1)
+
+    def generator_loss(models: ModelSet, batch, weights, training):
+        image, mask = batch["image"], batch["mask"]
+        out = models.generator(image, mask, training=training)
+        real = _internal(image, bgr)
+        l1_weight = weights.get("l1", 1.0)
+        l1_coarse = losses.l1(real, _internal(out["coarse"], bgr))
+        l1_fine = losses.l1(real, _internal(out["raw"], bgr))
+        result = {"l1_coarse": l1_coarse, "l1_fine": l1_fine}
+        total = l1_weight * (l1_coarse + l1_fine)
+        gan_weight = weights.get("gan", 1.0)
+        if gan_weight:
+            d_fake = models.discriminators["sn_patch_gan"](discriminator_input(out["output"], mask), training=training)
+            result["gan"] = losses.hinge_generator_loss(d_fake)
+            total = total + gan_weight * result["gan"]
+        result["total"] = total
+        return result
+
+    def discriminator_loss(models: ModelSet, batch, weights, training):
+        del weights
+        image, mask = batch["image"], batch["mask"]
+        fake = tf.stop_gradient(models.generator(image, mask, training=training)["output"])
+        # Real and fake go through one call, as in the official graph, so spectral norm makes one power iteration.
+        both = tf.concat([discriminator_input(image, mask), discriminator_input(fake, mask)], axis=0)
+        d_real, d_fake = tf.split(models.discriminators["sn_patch_gan"](both, training=training), 2, axis=0)
+        hinge = losses.hinge_discriminator_loss(d_real, d_fake)
+        return {"total": hinge, "hinge": hinge, "d_real": tf.reduce_mean(d_real), "d_fake": tf.reduce_mean(d_fake)}
+
+    return generator_loss, discriminator_loss
+
+
+def make_recipe(bgr=False, image_size=256) -> Recipe:
+    """Spec 2.4 and 2.6: hinge loss 1:1 with L1, Adam 1e-4 (0.5, 0.999) for G and D, one D step per G step."""
+    generator_loss, discriminator_loss = make_losses(bgr)
+    adam = {"class_name": "Adam", "learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.999}
+    return Recipe(
+        generator_loss=generator_loss,
+        discriminator_loss=discriminator_loss,
+        loss_weights={"l1": 1.0, "gan": 1.0},
+        g_optimizer=dict(adam),
+        d_optimizer=dict(adam),
+        phases=[Phase(name="adversarial", critic_steps=1)],
+        image_size=image_size,
+        size_factor=SIZE_FACTOR,
+        batch_size=16,
+    )
+
+
+def build(cnum=48, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=256, image_size=256,
+          **unused) -> ModelBundle:
+    """Builds (and initialises the weights of) the generator, the SN-PatchGAN and the default recipe.
+
+    ``image_size`` only sets the recipe's training crop (both networks are fully convolutional).
+    """
+    if int(image_size) != image_size or image_size % SIZE_FACTOR:
+        raise ValueError(f"deepfill_v2: image_size must be a multiple of {SIZE_FACTOR}, got {image_size}")
+    if unused:
+        raise ValueError(f"deepfill_v2: unknown option(s) {', '.join(sorted(unused))}")
+    generator = DeepFillV2Generator(cnum=cnum, bgr=bgr, align_corners=align_corners,
+                                    attention_memory_budget_mb=attention_memory_budget_mb, name="deepfill_v2_generator")
+    discriminator = SNPatchGANDiscriminator(dnum=dnum, name="sn_patch_gan")
+    # Variables exist from the start (parameter counts, checkpoints and optimizers need them).
+    generator.create_variables()
+    discriminator(tf.zeros([1, SIZE_FACTOR, SIZE_FACTOR, 4]))
+    return ModelBundle(generator, {"sn_patch_gan": discriminator}, make_recipe(bgr, int(image_size)))
