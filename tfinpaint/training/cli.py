@@ -15,7 +15,7 @@ import inspect
 import os
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 from tfinpaint import flags_util
 from tfinpaint.masks import cli as mask_cli
@@ -160,7 +160,9 @@ def _train() -> None:
 
     import tensorflow as tf
 
-    tf.get_logger().setLevel("WARNING")  # TensorFlow's INFO lines would drown the progress output
+    # TensorFlow's INFO lines (some through absl logging) would drown the progress output.
+    tf.get_logger().setLevel("WARNING")
+    logging.set_verbosity(logging.WARNING)
     strategy = default_strategy()
     from functools import partial
 

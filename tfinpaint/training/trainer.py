@@ -50,7 +50,8 @@ class TrainConfig:
     loss_weights: user overrides of the recipe's loss weights ({"l1": 1.0, ...}).
     save_every / log_every / preview_every / val_every: in steps; 0 disables (a checkpoint is still written at
         the end and on SIGINT/SIGTERM).
-    mixed_precision: ``mixed_float16`` with loss scaling on GPU, ``mixed_bfloat16`` on CPU.
+    mixed_precision: True: ``mixed_float16`` with loss scaling on GPU, ``mixed_bfloat16`` on CPU; or a Keras
+        policy name ("float32", "mixed_bfloat16", "mixed_float16").
     """
 
     batch_size: Optional[int] = None
@@ -66,7 +67,7 @@ class TrainConfig:
     log_every: int = 10
     preview_every: int = 100
     val_every: int = 0
-    mixed_precision: bool = False
+    mixed_precision: object = False
     progress: bool = True
 
 
@@ -271,7 +272,9 @@ class Trainer:
         self.is_chief, self.task_id = _task_info(self.strategy)
         self.num_replicas = self.strategy.num_replicas_in_sync
         self.mixed_precision_policy = None
-        if config.mixed_precision:
+        if isinstance(config.mixed_precision, str):
+            self.mixed_precision_policy = None if config.mixed_precision == "float32" else config.mixed_precision
+        elif config.mixed_precision:
             self.mixed_precision_policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
         # The policy must be in force before any layer is built.
         keras.mixed_precision.set_global_policy(self.mixed_precision_policy or "float32")
