@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tests.test_trainer import REPO, SIZE, all_weights, build_tiny, tiny_config
+from tests.test_trainer import REPO, SIZE, all_weights, build_tiny, random_batches, tiny_config
 from tfinpaint.training.trainer import Trainer
 
 
@@ -47,6 +47,13 @@ def test_two_replicas_match_one_device_on_the_same_global_batch(tmp_path):
     # Gradients are global-batch gradients too: the weights after two updates agree.
     for a, b in zip(all_weights(single), all_weights(mirrored)):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+    # The whole loop (distributed input, previews, checkpoints) runs under the 2-replica strategy.
+    result = mirrored.fit(random_batches)
+    assert result["step"] == 3 and all(np.isfinite(value) for value in result["losses"].values())
+    previews = sorted(os.listdir(tmp_path / "two" / "ckpt" / "logs" / "previews"))
+    assert previews == ["step_0000002.png", "step_0000003.png"]
+    assert tf.train.latest_checkpoint(str(tmp_path / "two" / "ckpt")).endswith("ckpt-3")
 
 
 _WORKER = """

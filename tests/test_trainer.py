@@ -181,9 +181,9 @@ def test_phase_lengths_scale_down_proportionally_with_at_least_one_step():
 
 # ------------------------------------------------------------------------------------------------ training
 def test_training_updates_both_networks_writes_monitoring_and_restores(tmp_path):
-    trainer = Trainer(build_tiny, {"cnum": 4}, tiny_config(tmp_path))
+    trainer = Trainer(build_tiny, {"cnum": 4}, tiny_config(tmp_path, val_every=3))
     before = all_weights(trainer)
-    result = trainer.fit(random_batches)
+    result = trainer.fit(random_batches, val_data=random_batches(4, start_index=10_000).take(2))
     assert result["step"] == 3 and set(result["losses"]) == {"d/bce", "d/total", "g/l1", "g/gan", "g/total"}
     assert all(np.isfinite(value) for value in result["losses"].values())
     generator_changed = [not np.array_equal(a, b) for a, b in zip(before, all_weights(trainer))]
@@ -199,8 +199,8 @@ def test_training_updates_both_networks_writes_monitoring_and_restores(tmp_path)
     assert previews == ["step_0000002.png", "step_0000003.png"]
     assert tf.io.decode_png(tf.io.read_file(str(ckpt_dir / "logs" / "previews" / previews[-1]))).shape == (
         4 * SIZE, 4 * SIZE, 3)  # 4 samples x (input | mask | coarse | output)
-    assert {"g/total", "g/l1", "d/bce", "lr/generator", "lr/discriminator", "steps_per_sec",
-            "preview"} <= event_tags(ckpt_dir / "logs")
+    assert {"g/total", "g/l1", "d/bce", "lr/generator", "lr/discriminator", "steps_per_sec", "preview",
+            "val/l1_hole", "val/psnr"} <= event_tags(ckpt_dir / "logs")
 
     # A new trainer on the folder restores identical weights, optimizer state and step.
     restored = Trainer(build_tiny, {"cnum": 4}, tiny_config(tmp_path, seed=7))
@@ -314,7 +314,8 @@ def test_cli_resumes_after_sigkill_without_corrupt_files(tmp_path):
     ckpt_dir = tmp_path / "ckpt"
     command = [sys.executable, "train.py", "--model", "tests.test_trainer:build_tiny", "--__flist__", str(photos),
                "--img_size", "32", "--batch_size", "2", "--ckpt_dir", str(ckpt_dir), "--save_every", "3",
-               "--keep_checkpoints", "2", "--preview_every", "0", "--__lambda_l1__", "2.0", "--__lambda_gan__", "0.5"]
+               "--keep_checkpoints", "2", "--preview_every", "0", "--__lambda_l1__", "2.0", "--__lambda_gan__", "0.5",
+               "--val_flist", str(photos), "--val_every", "2"]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     process = subprocess.Popen(command + ["--max_steps", "100000"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -364,13 +365,35 @@ def test_cli_flags_parse_as_users_type_them():
         cli.parse_model_options("levels")
 
 
-def test_mixed_bfloat16_training_runs_with_float32_variables(tmp_path):
-    trainer = Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=2, mixed_precision=True, preview_every=0))
-    assert trainer.mixed_precision_policy == "mixed_bfloat16"
-    assert trainer.generator.compute_dtype == "bfloat16"
+def test_validation_scores_known_cases(tmp_path):
+    trainer = Trainer(build_tiny, {}, tiny_config(tmp_path))
+    batch = next(iter(random_batches(4)))
+    no_holes = {"image": batch["image"], "mask": tf.zeros_like(batch["mask"])}
+    perfect = trainer.evaluate([no_holes])  # output == input exactly: no error, PSNR at its 100 dB cap
+    assert perfect["val/l1_hole"] == 0.0 and perfect["val/psnr"] == pytest.approx(100.0)
+    outputs = trainer.generator(batch["image"], batch["mask"], training=False)
+    image, mask = batch["image"].numpy(), batch["mask"].numpy()
+    error = np.abs(outputs["output"].numpy() - image)
+    expected_l1 = (error * mask).sum() / (mask.sum() * 3)
+    mse = ((outputs["output"].numpy() - image) ** 2).mean(axis=(1, 2, 3))
+    scores = trainer.evaluate([batch])
+    np.testing.assert_allclose(scores["val/l1_hole"], expected_l1, rtol=1e-5)
+    np.testing.assert_allclose(scores["val/psnr"], np.mean(-10 * np.log10(mse)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("policy", [True, "mixed_float16"])
+def test_mixed_precision_training_keeps_float32_variables(tmp_path, policy):
+    """True on CPU means bfloat16; float16 (the GPU choice, forced here) adds dynamic loss scaling."""
+    trainer = Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=2, mixed_precision=policy, preview_every=0))
+    expected = "mixed_bfloat16" if policy is True else "mixed_float16"
+    assert trainer.mixed_precision_policy == expected
+    assert trainer.generator.compute_dtype == expected.split("_")[1]
+    assert isinstance(trainer.g_optimizer, keras.optimizers.LossScaleOptimizer) == (expected == "mixed_float16")
     assert all(variable.dtype == "float32" for variable in trainer.generator.trainable_variables)
+    before = all_weights(trainer)
     result = trainer.fit(random_batches)
     assert all(np.isfinite(value) for value in result["losses"].values())
+    assert all(not np.array_equal(a, b) for a, b in zip(before, all_weights(trainer)))
 
 
 def test_other_model_in_the_same_folder_is_a_clear_error(tmp_path):

@@ -660,9 +660,9 @@ class Trainer:
             if config.log_every and step % config.log_every == 0:
                 for key, value in logs.items():
                     write_scalar(key, value, step)
-                write_scalar("lr/generator", np.asarray(self.g_optimizer.learning_rate), step)
+                write_scalar("lr/generator", self.g_optimizer.learning_rate.numpy(), step)
                 if self.d_optimizer is not None:
-                    write_scalar("lr/discriminator", np.asarray(self.d_optimizer.learning_rate), step)
+                    write_scalar("lr/discriminator", self.d_optimizer.learning_rate.numpy(), step)
                 write_scalar("steps_per_sec", rate, step)
             if validation and config.val_every and step % config.val_every == 0:
                 for key, value in self.evaluate(validation).items():
