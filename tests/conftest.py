@@ -28,3 +28,11 @@ def _seed_and_reset_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture
+def two_cpu_strategy():
+    """A 2-replica MirroredStrategy over the two logical CPUs. Reduction goes through one device rather than
+    collective ops: collective instance keys of several strategies in one process can collide in TF 2.21
+    ("Shape mismatch in the collective instance"), which would make these tests depend on their order."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())

@@ -23,11 +23,11 @@ def _fixed_batch(batch_size=4):
     return {"image": tf.constant(image), "mask": tf.constant(mask)}
 
 
-def test_two_replicas_match_one_device_on_the_same_global_batch(tmp_path):
+def test_two_replicas_match_one_device_on_the_same_global_batch(tmp_path, two_cpu_strategy):
     assert len(tf.config.list_logical_devices("CPU")) >= 2  # conftest splits the CPU
     single = Trainer(build_tiny, {}, tiny_config(tmp_path / "one"))
     mirrored = Trainer(build_tiny, {}, tiny_config(tmp_path / "two"),
-                       strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+                       strategy=two_cpu_strategy)
     assert single.num_replicas == 1 and mirrored.num_replicas == 2
     for source, target in ((single.generator, mirrored.generator),
                            (single.discriminators["critic"], mirrored.discriminators["critic"])):

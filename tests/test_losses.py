@@ -199,7 +199,7 @@ def test_spatial_discount_relation_to_official_crop_border_map():
     np.testing.assert_allclose(ours[only_top_left], GAMMA * official[only_top_left], rtol=1e-6)
 
 
-def test_spatial_discount_tf_function_dynamic_shapes_and_distributed():
+def test_spatial_discount_tf_function_dynamic_shapes_and_distributed(two_cpu_strategy):
     compiled = tf.function(
         losses.spatial_discount, input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)]
     )
@@ -209,7 +209,7 @@ def test_spatial_discount_tf_function_dynamic_shapes_and_distributed():
         expected = np.stack([GAMMA ** _chebyshev_reference(m) for m in masks])
         np.testing.assert_allclose(compiled(masks[..., None]).numpy()[..., 0], expected, rtol=1e-6)
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     masks = (rng.random((4, 6, 6, 1)) > 0.5).astype(np.float32)
     dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(masks).batch(4))
 

@@ -165,8 +165,8 @@ def test_u_survives_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(restored(x).numpy(), layer(x).numpy())
 
 
-def test_mirrored_strategy_training_step_updates_u():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_mirrored_strategy_training_step_updates_u(two_cpu_strategy):
+    strategy = two_cpu_strategy
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         layer = make_conv_sn()
