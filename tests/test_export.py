@@ -1,0 +1,164 @@
+"""Export: SavedModel reloaded by plain TensorFlow in a fresh process equals the Keras path; TFLite runs."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfinpaint import checkpoints, export
+from tfinpaint.inference import api
+
+GLCIC_OPTIONS = {"cnum": 8, "dnum": 4, "image_size": 64}
+DEEPFILL_V2_OPTIONS = {"cnum": 8}
+
+# Runs in a fresh interpreter: plain TensorFlow only. It reports whether anything imported tfinpaint.
+_RELOAD_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+cases = np.load(sys.argv[1])
+outputs = {}
+for name in sys.argv[3:]:
+    serve = tf.saved_model.load(name).signatures["serving_default"]
+    for key in cases.files:
+        if key.startswith("image"):
+            suffix = key[len("image"):]
+            result = serve(image=tf.constant(cases[key]), mask=tf.constant(cases["mask" + suffix]))["output"]
+            outputs[name + suffix] = result.numpy()
+np.savez(sys.argv[2], **{str(i): value for i, value in enumerate(outputs.values())})
+print(json.dumps({"keys": list(outputs), "tfinpaint_imported": any(m.split(".")[0] == "tfinpaint" for m in sys.modules)}))
+"""
+
+
+def _randomise(generator, seed, gain):
+    """Random He-scaled weights (times ``gain``): freshly initialised narrow generators give nearly constant
+    outputs, which would let a wrong padding or crop go unnoticed."""
+    rng = np.random.default_rng(seed)
+    for variable in generator.trainable_variables:
+        shape = tuple(variable.shape)
+        if len(shape) >= 2:
+            std = gain * np.sqrt(2.0 / np.prod(shape[:-1]))
+            variable.assign(rng.normal(0.0, std, shape).astype(np.float32))
+        else:
+            variable.assign((rng.normal(0.0, 0.1, shape) + ("gamma" in variable.path)).astype(np.float32))
+
+
+def _case(height, width, seed):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4: height // 4 + height // 3, width // 5: width // 5 + width // 2] = 255
+    mask[height - 2:, :3] = 200  # a hole touching the padded border
+    return image, mask
+
+
+@pytest.fixture(scope="module")
+def glcic_checkpoint(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("glcic_ckpt"))
+    generator = api.build_generator("glcic", dict(GLCIC_OPTIONS))
+    _randomise(generator, seed=1, gain=1.0)
+    checkpoints.save_generator(folder, generator, "glcic", GLCIC_OPTIONS)
+    return folder
+
+
+@pytest.mark.parametrize("height,width", [(37, 45), (1, 9), (2, 13), (8, 8)])
+@pytest.mark.parametrize("factor", [4, 8, 16])
+def test_padding_matches_numpy_pad_used_by_the_api(height, width, factor):
+    image = np.arange(height * width * 3, dtype=np.int32).reshape(height, width, 3)
+    hole = (np.arange(height * width).reshape(height, width) % 3 == 0).astype(np.float32)
+    padded_image, padded_hole = export.pad_to_multiple(tf.constant(image), tf.constant(hole), factor)
+    np.testing.assert_array_equal(padded_image.numpy(), api._pad_to_multiple(image, factor))
+    np.testing.assert_array_equal(padded_hole.numpy(), api._pad_to_multiple(hole, factor))
+    mode = "reflect" if min(height, width) > 1 else "symmetric"
+    pads = ((0, -height % factor), (0, -width % factor), (0, 0))
+    np.testing.assert_array_equal(padded_image.numpy(), np.pad(image, pads, mode=mode))
+
+
+@pytest.mark.parametrize("height,width,size,stride", [(9, 7, 3, 1), (8, 10, 4, 2), (10, 6, 3, 2), (7, 9, 4, 2)])
+def test_gather_patches_equals_extract_patches(height, width, size, stride):
+    images = tf.random.uniform([2, height, width, 3])
+    for padding in ("SAME", "VALID"):
+        args = ([1, size, size, 1], [1, stride, stride, 1], [1, 1, 1, 1], padding)
+        np.testing.assert_array_equal(export.gather_patches(images, *args).numpy(),
+                                      tf.image.extract_patches(images, *args).numpy())
+
+
+def test_savedmodel_reloads_without_tfinpaint_and_matches_keras(tmp_path, glcic_checkpoint):
+    glcic_dir = str(tmp_path / "glcic_savedmodel")
+    message = export.run(glcic_checkpoint, "savedmodel", glcic_dir)
+    assert glcic_dir in message
+    glcic = api.load(glcic_checkpoint)
+
+    # DeepFill v2 (contextual attention, dynamic chunk loop) exported from an in-memory inpainter.
+    generator = api.build_generator("deepfill_v2", dict(DEEPFILL_V2_OPTIONS))
+    _randomise(generator, seed=2, gain=1.5)
+    deepfill = api.Inpainter(generator, "deepfill_v2", DEEPFILL_V2_OPTIONS)
+    deepfill_dir = str(tmp_path / "deepfill_v2_savedmodel")
+    export.export_savedmodel(deepfill, deepfill_dir)
+
+    cases = {"_odd": _case(37, 45, seed=3), "_tiny": _case(17, 23, seed=4)}
+    case_file = str(tmp_path / "cases.npz")
+    np.savez(case_file, **{f"{kind}{suffix}": value for suffix, case in cases.items()
+                           for kind, value in zip(("image", "mask"), case)})
+    result_file = str(tmp_path / "results.npz")
+    child = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT, case_file, result_file, glcic_dir, deepfill_dir],
+                           capture_output=True, text=True, cwd=str(tmp_path), timeout=300,
+                           env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert child.returncode == 0, child.stderr[-3000:]
+    report = json.loads(child.stdout.strip().splitlines()[-1])
+    assert report["tfinpaint_imported"] is False
+    results = np.load(result_file)
+    outputs = dict(zip(report["keys"], (results[str(i)] for i in range(len(report["keys"])))))
+
+    for directory, inpainter in ((glcic_dir, glcic), (deepfill_dir, deepfill)):
+        for suffix, (image, mask) in cases.items():
+            output = outputs[directory + suffix]
+            expected = inpainter(image, mask)
+            assert output.shape == image.shape and output.dtype == np.uint8
+            known = mask <= 127
+            np.testing.assert_array_equal(output[known], image[known])
+            np.testing.assert_array_equal(output, expected)
+            # The holes hold an actual (varied) prediction, not a copy of the input.
+            assert len(np.unique(output[~known])) > 10
+            assert not np.array_equal(output[~known], image[~known])
+
+
+def test_large_image_region_path_matches_the_api(glcic_checkpoint):
+    # Above max_pixels both paths inpaint a downscaled region around the holes and upscale it into them.
+    inpainter = api.load(glcic_checkpoint, max_pixels=300)
+    serving = export.ServingModule(inpainter)
+    image, mask = _case(45, 38, seed=6)
+    output = serving.serve(tf.constant(image), tf.constant(mask))["output"].numpy()
+    known = mask <= 127
+    np.testing.assert_array_equal(output[known], image[known])
+    # OpenCV rounds a few uint8 area averages differently from TensorFlow; otherwise the same bytes.
+    difference = np.abs(output.astype(np.int16) - inpainter(image, mask).astype(np.int16))
+    assert difference.max() <= 2 and np.mean(difference[~known] == 0) > 0.9
+    no_hole = serving.serve(tf.constant(image), tf.zeros_like(tf.constant(mask)))["output"].numpy()
+    np.testing.assert_array_equal(no_hole, image)
+
+
+def test_tflite_glcic_converts_with_builtin_ops_and_matches_keras(tmp_path, glcic_checkpoint):
+    path = str(tmp_path / "glcic.tflite")
+    message = export.run(glcic_checkpoint, "tflite", path, tflite_size=32)
+    assert export.BUILTIN_OPS in message
+    inpainter = api.load(glcic_checkpoint)
+    image, mask = _case(32, 32, seed=5)
+    lite = export.run_tflite(path, image, mask)
+    known = mask <= 127
+    np.testing.assert_array_equal(lite[known], image[known])
+    difference = np.abs(lite.astype(np.int16) - inpainter(image, mask).astype(np.int16))
+    assert difference.max() <= 1 and np.mean(difference == 0) > 0.95
+    assert len(np.unique(lite[~known])) > 10
+
+
+def test_bad_arguments_fail_with_one_line_errors(tmp_path, glcic_checkpoint):
+    with pytest.raises(ValueError, match="model.json: missing"):
+        export.run(str(tmp_path), "savedmodel", str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="--format"):
+        export.run(glcic_checkpoint, "onnx", str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="--tflite_size"):
+        export.run(glcic_checkpoint, "tflite", str(tmp_path / "out.tflite"), tflite_size=0)
