@@ -2,9 +2,14 @@
 
     python infer.py --__gpath__ CKPT_DIR --__flist__ IMAGES [--__mlist__ MASKS] [--out DIR]
 """
-from absl import app
+import os
 
-from tfinpaint.inference.cli import main
+# Keep TensorFlow's start-up banners (oneDNN, CUDA probing) out of the progress output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+
+from tfinpaint.inference.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     app.run(main)

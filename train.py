@@ -4,9 +4,14 @@
     python train.py --__lambda_l1__ 1.0
     python train.py --__gen_masks__ true --__mask_type__ bbox
 """
-from absl import app
+import os
 
-from tfinpaint.training.cli import main
+# Keep TensorFlow's start-up banners (oneDNN, CUDA probing) out of the progress output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+
+from tfinpaint.training.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     app.run(main)

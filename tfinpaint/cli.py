@@ -5,6 +5,7 @@ Each sub-command lives in its own module exposing an absl ``main(argv)``; it is 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -31,6 +32,8 @@ def main(argv=None) -> None:
     if command not in COMMANDS:
         print(f"tfinpaint: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
+    # Keep TensorFlow's start-up banners (oneDNN, CUDA probing) out of the commands' output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import app
 
     module = importlib.import_module(COMMANDS[command][0])
