@@ -149,7 +149,7 @@ def main(argv) -> None:
         return
     try:
         _train()
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # bad flags, files or folders: one line, no traceback
         print(f"{argv[0]}: error: {error}", file=sys.stderr)
         sys.exit(1)
 

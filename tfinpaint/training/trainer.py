@@ -392,7 +392,11 @@ class Trainer:
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as handle:
                 stored = json.load(handle)
-            if {"model": stored.get("model"), "options": stored.get("options", {})} != description:
+
+            def architecture(model, options):  # the VGG file only feeds a loss; it may move between runs
+                return model, {key: value for key, value in options.items() if key != "vgg_weights"}
+
+            if architecture(stored.get("model"), stored.get("options", {})) != architecture(**description):
                 raise ValueError(f"{self.ckpt_dir} holds checkpoints of model {stored.get('model')} "
                                  f"{stored.get('options', {})}, not {self.model_name} {self.model_options}; "
                                  "pass another --ckpt_dir or the same model flags")
@@ -455,7 +459,7 @@ class Trainer:
 
     def enter_phase(self, index: int):
         """Runs the phase's on_start hook, sets its learning rates and compiles its steps."""
-        phase = self.recipe.phases[index]
+        phase = self._current_phase = self.recipe.phases[index]
         self.phase.assign(index)
         if phase.on_start is not None:
             phase.on_start(self.models)
@@ -502,7 +506,7 @@ class Trainer:
         Returns the losses as floats ("d/..." of the last critic update, "g/...")."""
         logs = {}
         if self._d_step is not None:
-            for _ in range(self.recipe.phases[int(self.phase.numpy())].critic_steps):
+            for _ in range(self._current_phase.critic_steps):
                 d_logs = self._d_step(iterator)
             logs.update({f"d/{key}": value for key, value in d_logs.items()})
         if self._g_step is not None:
@@ -607,6 +611,7 @@ class Trainer:
             preview_batch = validation[0] if validation else next(iter(
                 data(batch_size=min(4, config.batch_size), shard=(1, 0), start_index=0)))
         iterator = iter(self.distribute(data, start))
+        self._stop_signal = None
         previous_handlers = self._install_signal_handlers()
         progress = _Progress(self.total_steps, start, config.log_every, config.progress and self.is_chief)
         step = start
