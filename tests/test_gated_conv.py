@@ -211,6 +211,35 @@ def test_gradients_reach_every_trainable_weight(index):
         assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0, weight.path
 
 
+def test_strided_pointwise_gate_forward_and_backward_at_the_crashing_shape():
+    # HiFill's first refine layer at training size (512 x 512 x 4 -> 32, stride 2). A strided 1x1 conv's backward
+    # crashes TF 2.21's oneDNN kernel at this shape, so the layer must compute the gate without one; output and
+    # gate-kernel gradient are checked against NumPy (strided SAME 1x1 conv, chain rule of act(F) * sigmoid(G)).
+    x = np.random.default_rng(3).normal(size=(1, 512, 512, 4)).astype(np.float32)
+    upstream = np.random.default_rng(4).normal(size=(1, 256, 256, 32)).astype(np.float32)
+    layer = GatedConv2D(32, 3, strides=2, activation="elu", gate_type="pointwise")
+    layer.build(x.shape)
+    randomise_weights(layer)
+    inputs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        out = layer(inputs)
+        loss = tf.reduce_sum(out * upstream)
+    grads = tape.gradient(loss, layer.trainable_weights + [inputs])
+    np.testing.assert_allclose(out.numpy(), numpy_gated_conv(layer, x, "elu", 2, 1), atol=1e-4, rtol=1e-4)
+
+    kernel, bias = (w.numpy() for w in layer.feature_conv.weights)
+    features = conv2d_nhwc(x, kernel, bias, 2, 1, "SAME")
+    gate_kernel, gate_bias = (w.numpy() for w in layer.gate_conv.weights)
+    gates = sigmoid(conv2d_nhwc(x, gate_kernel, gate_bias, 2, 1, "SAME"))
+    gate_upstream = upstream * elu(features) * gates * (1.0 - gates)
+    expected_gate_kernel_grad = np.einsum("bijc,bijo->co", x[:, ::2, ::2, :], gate_upstream)[None, None]
+    gate_kernel_grad = dict(zip([w.path for w in layer.trainable_weights], grads))[layer.gate_conv.kernel.path]
+    np.testing.assert_allclose(gate_kernel_grad.numpy(), expected_gate_kernel_grad, rtol=1e-3, atol=1e-2)
+    for grad in grads:
+        assert grad is not None and np.all(np.isfinite(grad.numpy())) and float(tf.reduce_max(tf.abs(grad))) > 0
+
+
 @pytest.mark.parametrize("layer_factory", [lambda: GatedConv2D(4, 3), lambda: GatedUpsample2D(4)])
 def test_wrong_rank_and_channel_mismatch_raise(layer_factory):
     with pytest.raises(ValueError, match="4-D"):

@@ -45,7 +45,7 @@ class GatedConv2D(keras.layers.Layer):
       - "single_channel" (HiFill LWGC_sc, coarse net): feature Conv2D(filters, k) and a gate
         Conv2D(1, k) with the same stride and dilation; the one gate channel is broadcast.
       - "pointwise" (HiFill refine, checkpoint-exact, §7.18): feature Conv2D(filters, k) and a gate
-        Conv2D(filters, 1x1) with the same stride.
+        Conv2D(filters, 1x1) with the same stride (computed as a stride-1 1x1 conv of the subsampled input).
     activation=None means identity on the features; the output is still gated. Layers that the official
     code leaves ungated (DeepFill's output conv) should be plain Conv2D layers instead.
     """
@@ -87,13 +87,13 @@ class GatedConv2D(keras.layers.Layer):
         self.padding = str(padding).lower()
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-        def conv(channels, kernel_size, dilation_rate, name):
+        def conv(channels, kernel_size, dilation_rate, name, strides=self.strides):
             # Each conv gets its own initializer instance (a seeded instance shared by two convs of the same
             # shape would give them identical weights).
             return keras.layers.Conv2D(
                 channels,
                 kernel_size,
-                strides=self.strides,
+                strides=strides,
                 dilation_rate=dilation_rate,
                 padding=self.padding,
                 kernel_initializer=keras.initializers.get(keras.initializers.serialize(self.kernel_initializer)),
@@ -108,7 +108,8 @@ class GatedConv2D(keras.layers.Layer):
             if gate_type == "single_channel":
                 self.gate_conv = conv(1, self.kernel_size, self.dilation_rate, "gate_conv")
             else:
-                self.gate_conv = conv(filters, (1, 1), (1, 1), "gate_conv")
+                # Stride 1: a strided gate is computed on the subsampled input instead (see `call`).
+                self.gate_conv = conv(filters, (1, 1), (1, 1), "gate_conv", strides=(1, 1))
         self._input_channels = None
 
     def _convs(self):
@@ -126,7 +127,14 @@ class GatedConv2D(keras.layers.Layer):
             features, gates = ops.split(self.conv(inputs), 2, axis=-1)
         else:
             features = self.feature_conv(inputs)
-            gates = self.gate_conv(inputs)
+            gate_inputs = inputs
+            if self.gate_type == "pointwise" and max(self.strides) > 1:
+                # A SAME 1x1 kernel with stride s reads pixels 0, s, 2s, ... (no padding), so subsampling and then
+                # a stride-1 1x1 conv gives the same numbers with the same variables. It avoids strided 1x1
+                # convolutions, whose TF 2.21 oneDNN backward (Conv2DBackpropFilter) corrupts the heap
+                # (segfault / "free(): invalid size") on e.g. 512 x 512 x 4 -> 32, HiFill's first refine layer.
+                gate_inputs = inputs[:, :: self.strides[0], :: self.strides[1], :]
+            gates = self.gate_conv(gate_inputs)
         return self.activation(features) * ops.sigmoid(gates)
 
     def compute_output_shape(self, input_shape):

@@ -53,28 +53,6 @@ def _resize_bilinear_tf1(x, size):
     return tf.cast(resized, x.dtype)
 
 
-@keras.saving.register_keras_serializable(package="tfinpaint")
-class StridedPointwiseGatedConv2D(GatedConv2D):
-    """``GatedConv2D(gate_type="pointwise", strides=s)`` computed without a strided 1x1 convolution.
-
-    A 1x1 kernel with stride s under TF SAME padding reads pixels 0, s, 2s, ..., so the gate equals a stride-1 1x1
-    conv of the subsampled input: same variables, same numbers. The detour exists because TF 2.21's oneDNN
-    Conv2DBackpropFilter corrupts the heap (segfault / "free(): invalid size") for strided 1x1 kernels on common
-    shapes, e.g. 512 x 512 x 4 -> 32 channels, the first refine layer at training size.
-    """
-
-    def __init__(self, filters, kernel_size, strides=2, **kwargs):
-        kwargs["gate_type"] = "pointwise"
-        super().__init__(filters, kernel_size, strides=strides, **kwargs)
-
-    def call(self, inputs):
-        features = self.feature_conv(inputs)
-        subsampled = inputs[:, :: self.strides[0], :: self.strides[1], :]
-        gates = keras.ops.conv(subsampled, self.gate_conv.kernel, strides=1, padding="valid")
-        gates = gates + self.gate_conv.bias
-        return self.activation(features) * keras.ops.sigmoid(gates)
-
-
 def _check_inputs(image, mask, owner):
     if image.shape.rank != 4 or image.shape[-1] != 3:
         raise ValueError(f"{owner}: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
@@ -124,11 +102,8 @@ class CRAGenerator(keras.Model):
                                gate_type="single_channel", kernel_initializer=_hifill_init(), name=name)
 
         def refine(name, filters, strides=1, dilation=1):
-            if strides > 1:
-                return StridedPointwiseGatedConv2D(filters, 3, strides=strides, activation="elu",
-                                                   kernel_initializer=_hifill_init(), name=name)
-            return GatedConv2D(filters, 3, dilation_rate=dilation, activation="elu", gate_type="pointwise",
-                               kernel_initializer=_hifill_init(), name=name)
+            return GatedConv2D(filters, 3, strides=strides, dilation_rate=dilation, activation="elu",
+                               gate_type="pointwise", kernel_initializer=_hifill_init(), name=name)
 
         def upsample(name, filters, gate_type):
             # x2 TF1-bilinear resize (align_corners=False, half_pixel_centers=False), then a 3x3 gated conv.
