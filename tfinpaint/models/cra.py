@@ -24,7 +24,7 @@ from tfinpaint import losses
 from tfinpaint.layers.attention_transfer import AttentionTransfer, aggregate_residual
 from tfinpaint.layers.contextual_attention import ContextualAttention
 from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
-from tfinpaint.models.common import composite, flip_channels, to_signed, to_unit
+from tfinpaint.models.common import BuildsByCalling, check_image_and_mask, composite, from_internal, to_internal
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import ModelSet, Phase, Recipe
 
@@ -53,20 +53,8 @@ def _resize_bilinear_tf1(x, size):
     return tf.cast(resized, x.dtype)
 
 
-def _check_inputs(image, mask, owner):
-    if image.shape.rank != 4 or image.shape[-1] != 3:
-        raise ValueError(f"{owner}: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
-    if mask.shape.rank != 4 or mask.shape[-1] != 1:
-        raise ValueError(f"{owner}: `mask` must be [B, H, W, 1] (1 = hole), got shape {mask.shape}")
-    for axis, name in ((1, "height"), (2, "width")):
-        side = image.shape[axis]
-        if side is not None and side % SIZE_FACTOR:
-            raise ValueError(f"{owner}: image {name} {side} is not a multiple of {SIZE_FACTOR}; pad or resize the "
-                             "input (cra.inpaint_high_res handles any size)")
-
-
 @keras.saving.register_keras_serializable(package="tfinpaint")
-class CRAGenerator(keras.Model):
+class CRAGenerator(BuildsByCalling, keras.Model):
     """HiFill generator (checkpoint-exact): 2,722,791 trainable parameters at ``cnum=32``
     (coarse 811,489 + refine 1,911,302).
 
@@ -150,14 +138,15 @@ class CRAGenerator(keras.Model):
     def call(self, image, mask, training=None):
         image = tf.convert_to_tensor(image)
         mask = tf.convert_to_tensor(mask)
-        _check_inputs(image, mask, "CRAGenerator")
+        check_image_and_mask("CRAGenerator", image, mask, SIZE_FACTOR,
+                             hint="; pad or resize the input (cra.inpaint_high_res handles any size)")
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
         dtype = self.compute_dtype
         height_width = tf.shape(image)[1:3]
 
         hole = tf.cast(mask, dtype)
-        x_in = tf.cast(to_signed(flip_channels(image) if self.bgr else image), dtype) * (1.0 - hole)
+        x_in = tf.cast(to_internal(image, self.bgr), dtype) * (1.0 - hole)
 
         # Coarse network on the half-resolution [incomplete image, mask] (official: 512 -> 256).
         x = _resize_bilinear_tf1(tf.concat([x_in, hole], axis=-1), height_width // 2)
@@ -199,33 +188,18 @@ class CRAGenerator(keras.Model):
         x = tf.concat([transferred, x], axis=-1)
         x2 = tf.clip_by_value(self.re_de_to_rgb(x, training=training), -1.0, 1.0)
 
-        def public(signed):
-            unit = to_unit(tf.cast(signed, tf.float32))
-            return flip_channels(unit) if self.bgr else unit
-
-        raw = public(x2)
+        raw = from_internal(x2, self.bgr)
         outputs = {
             # Compositing in float32 with the caller's own image keeps known pixels bit-exact.
             "output": composite(raw, image, mask),
             "raw": raw,
-            "coarse": public(x1),
+            "coarse": from_internal(x1, self.bgr),
             "attention": tf.cast(attention, tf.float32),
         }
         if self.return_flow:
             flow = tf.image.resize(tf.cast(flow, tf.float32), height_width, method="nearest")
             outputs["flow"] = tf.stop_gradient(tf.clip_by_value(flow, 0.0, 1.0))
         return outputs
-
-    def create_variables(self):
-        """Creates every variable with one forward pass on a tiny zero batch (the call takes two tensors, which
-        Keras cannot build from recorded shapes on its own)."""
-        side = SIZE_FACTOR
-        self(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]))
-
-    def build_from_config(self, config):
-        # Called by keras.models.load_model before the weights are restored.
-        if config:
-            self.create_variables()
 
     def get_config(self):
         config = super().get_config()
@@ -297,21 +271,16 @@ class CRACritic(keras.Model):
         return config
 
 
-def _internal(image, bgr):
-    """Public RGB [0, 1] -> the networks' internal range (and channel order)."""
-    return to_signed(flip_channels(image) if bgr else image)
-
-
 def make_losses(bgr=False):
     """Official HiFill objective (spec 5.9): hole L1 (not area-normalised) + valid L1 normalised by the valid area,
     the coarse terms weighted by ``coarse``, WGAN with a gradient penalty over the whole image."""
     def generator_loss(models: ModelSet, batch, weights, training):
         image, mask = batch["image"], batch["mask"]
         out = models.generator(image, mask, training=training)
-        real = _internal(image, bgr)
+        real = to_internal(image, bgr)
         coarse_weight = weights.get("coarse", 1.2)
-        hole_coarse, valid_coarse = losses.masked_l1(real, _internal(out["coarse"], bgr), mask)
-        hole_fine, valid_fine = losses.masked_l1(real, _internal(out["raw"], bgr), mask)
+        hole_coarse, valid_coarse = losses.masked_l1(real, to_internal(out["coarse"], bgr), mask)
+        hole_fine, valid_fine = losses.masked_l1(real, to_internal(out["raw"], bgr), mask)
         l1_hole = coarse_weight * hole_coarse + hole_fine
         # Guarded so that an all-hole batch (zero valid area, zero numerator) gives 0 rather than NaN.
         valid_fraction = tf.maximum(tf.reduce_mean(1.0 - tf.cast(mask, tf.float32)), 1e-6)
@@ -320,7 +289,7 @@ def make_losses(bgr=False):
         result = {"l1_hole": l1_hole, "ae_valid": ae_valid}
         gan_weight = weights.get("gan", 0.001)
         if gan_weight:
-            d_fake = models.discriminators["critic"](_internal(out["output"], bgr), training=training)
+            d_fake = models.discriminators["critic"](to_internal(out["output"], bgr), training=training)
             result["gan"] = losses.wgan_generator_loss(d_fake)
             total = total + gan_weight * result["gan"]
         result["total"] = total
@@ -329,8 +298,8 @@ def make_losses(bgr=False):
     def discriminator_loss(models: ModelSet, batch, weights, training):
         image, mask = batch["image"], batch["mask"]
         critic = models.discriminators["critic"]
-        real = _internal(image, bgr)
-        fake = tf.stop_gradient(_internal(models.generator(image, mask, training=training)["output"], bgr))
+        real = to_internal(image, bgr)
+        fake = tf.stop_gradient(to_internal(models.generator(image, mask, training=training)["output"], bgr))
         d_real, d_fake = tf.split(critic(tf.concat([real, fake], axis=0), training=training), 2, axis=0)
         wgan = losses.wgan_discriminator_loss(d_real, d_fake)
         # The official penalty ignores its mask argument: the gradient norm is over the whole image.

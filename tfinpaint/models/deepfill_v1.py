@@ -22,7 +22,15 @@ import tensorflow as tf
 
 from tfinpaint.layers.contextual_attention import ContextualAttention
 from tfinpaint.losses import gradient_penalty, l1, spatial_discount, wgan_discriminator_loss, wgan_generator_loss
-from tfinpaint.models.common import composite, crop_patches, flip_channels, hole_bbox_offsets, to_signed, to_unit
+from tfinpaint.models.common import (
+    check_image_and_mask,
+    composite,
+    crop_patches,
+    from_internal,
+    hole_bbox_offsets,
+    to_internal,
+    to_signed,
+)
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import Phase, Recipe
 
@@ -37,20 +45,6 @@ __all__ = [
 
 SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
-
-
-def _check_inputs(owner, image, mask, multiple):
-    """Static layout checks with one-line errors naming the model and the argument."""
-    if image.shape.rank != 4 or image.shape[-1] != 3:
-        raise ValueError(f"{owner}: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
-    if mask.shape.rank != 4 or mask.shape[-1] != 1:
-        raise ValueError(f"{owner}: `mask` must be [B, H, W, 1] (1 = hole), got shape {mask.shape}")
-    for axis, name in ((1, "height"), (2, "width")):
-        image_side, mask_side = image.shape[axis], mask.shape[axis]
-        if image_side is not None and image_side % multiple:
-            raise ValueError(f"{owner}: image {name} must be a multiple of {multiple}, got shape {image.shape}")
-        if image_side is not None and mask_side is not None and image_side != mask_side:
-            raise ValueError(f"{owner}: `image` and `mask` differ in {name}: {image.shape} vs {mask.shape}")
 
 
 def _resize_nearest(x, size, align_corners):
@@ -194,9 +188,9 @@ class DeepFillV1Generator(keras.Model):
     def call(self, image, mask, training=None):
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
-        _check_inputs("DeepFillV1Generator", image, mask, SIZE_FACTOR)
+        check_image_and_mask("DeepFillV1Generator", image, mask, SIZE_FACTOR)
         ones = tf.ones_like(mask)
-        x_in = to_signed(flip_channels(image) if self.bgr else image) * (1.0 - mask)
+        x_in = to_internal(image, self.bgr) * (1.0 - mask)
 
         coarse = self.coarse(tf.concat([x_in, ones, mask], axis=-1), training=training)
         coarse = tf.clip_by_value(tf.cast(coarse, tf.float32), -1.0, 1.0)
@@ -213,17 +207,13 @@ class DeepFillV1Generator(keras.Model):
         refined = self.refine_decoder(tf.concat([hallucinated, attended], axis=-1), training=training)
         refined = tf.clip_by_value(tf.cast(refined, tf.float32), -1.0, 1.0)
 
-        def public(signed):
-            unit = to_unit(signed)
-            return flip_channels(unit) if self.bgr else unit
-
-        raw = public(refined)
+        raw = from_internal(refined, self.bgr)
         flow = tf.image.resize(tf.cast(flow, tf.float32), tf.shape(image)[1:3], method="nearest")
         return {
             # Compositing in float32 with the caller's own image keeps the known pixels bit-exact.
             "output": composite(raw, image, mask),
             "raw": raw,
-            "coarse": public(coarse),
+            "coarse": from_internal(coarse, self.bgr),
             "flow": tf.stop_gradient(flow),
         }
 
@@ -312,9 +302,6 @@ def _local_window(mask, owner):
 def make_losses(bgr=False):
     """The generator and critic losses; ``bgr`` must match the generator's (the critics see its space)."""
 
-    def internal(image):
-        return to_signed(flip_channels(image) if bgr else image)
-
     def generator_loss(models, batch, weights, training):
         """``l1 * L1_local + ae * AE + gan * (global_gan * g_global + g_local)`` in [-1, 1] (official v1):
 
@@ -346,7 +333,7 @@ def make_losses(bgr=False):
         losses = {"l1": l1_local, "ae": ae}
         total = weights["l1"] * l1_local + weights["ae"] * ae
         if weights["gan"] != 0.0:
-            completed = internal(outputs["output"])
+            completed = to_internal(outputs["output"], bgr)
             gan_local = wgan_generator_loss(models.discriminators["local"](crop(completed), training=training))
             gan_global = wgan_generator_loss(models.discriminators["global"](completed, training=training))
             losses.update(gan_local=gan_local, gan_global=gan_global)
@@ -358,8 +345,8 @@ def make_losses(bgr=False):
         """``d_local + d_global + gp * (gp_local + gp_global)``, d = mean(D(fake)) - mean(D(real)); the
         gradient penalty's norm runs over hole pixels only (the local critic uses the cropped mask)."""
         image, mask = batch["image"], batch["mask"]
-        completed = tf.stop_gradient(internal(models.generator(image, mask, training=training)["output"]))
-        real = internal(image)
+        completed = tf.stop_gradient(to_internal(models.generator(image, mask, training=training)["output"], bgr))
+        real = to_internal(image, bgr)
         offsets, (patch_h, patch_w) = _local_window(mask, "deepfill_v1.discriminator_loss")
 
         def crop(tensor):

@@ -17,7 +17,7 @@ from tfinpaint import losses
 from tfinpaint.layers.contextual_attention import ContextualAttention
 from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
 from tfinpaint.layers.spectral_norm import SpectralNorm
-from tfinpaint.models.common import composite, flip_channels, to_signed, to_unit
+from tfinpaint.models.common import BuildsByCalling, check_image_and_mask, composite, from_internal, to_internal
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import ModelSet, Phase, Recipe
 
@@ -31,20 +31,8 @@ def size_factor(**options) -> int:
     return SIZE_FACTOR
 
 
-def _check_inputs(image, mask, size_multiple, owner):
-    if image.shape.rank != 4 or image.shape[-1] != 3:
-        raise ValueError(f"{owner}: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
-    if mask.shape.rank != 4 or mask.shape[-1] != 1:
-        raise ValueError(f"{owner}: `mask` must be [B, H, W, 1] (1 = hole), got shape {mask.shape}")
-    for axis, name in ((1, "height"), (2, "width")):
-        side = image.shape[axis]
-        if side is not None and side % size_multiple:
-            raise ValueError(f"{owner}: image {name} {side} is not a multiple of {size_multiple}; pad the input "
-                             f"(tfinpaint's inference API reflect-pads automatically)")
-
-
 @keras.saving.register_keras_serializable(package="tfinpaint")
-class DeepFillV2Generator(keras.Model):
+class DeepFillV2Generator(BuildsByCalling, keras.Model):
     """DeepFill v2 generator: exactly 4,052,478 trainable parameters at ``cnum=48``.
 
     Args:
@@ -140,12 +128,13 @@ class DeepFillV2Generator(keras.Model):
     def call(self, image, mask, training=None):
         image = tf.convert_to_tensor(image)
         mask = tf.convert_to_tensor(mask)
-        _check_inputs(image, mask, SIZE_FACTOR, "DeepFillV2Generator")
+        check_image_and_mask("DeepFillV2Generator", image, mask, SIZE_FACTOR,
+                             hint="; pad the input (tfinpaint's inference API reflect-pads automatically)")
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
         dtype = self.compute_dtype
 
-        x_full = to_signed(flip_channels(image) if self.bgr else image)
+        x_full = to_internal(image, self.bgr)
         hole = tf.cast(mask, dtype)
         x_in = tf.cast(x_full, dtype) * (1.0 - hole)
 
@@ -180,31 +169,16 @@ class DeepFillV2Generator(keras.Model):
             x = layer(x, training=training)
         x_stage2 = tf.tanh(self.allconv17(x))
 
-        def public(signed):
-            unit = to_unit(tf.cast(signed, tf.float32))
-            return flip_channels(unit) if self.bgr else unit
-
-        raw = public(x_stage2)
+        raw = from_internal(x_stage2, self.bgr)
         height_width = tf.shape(image)[1:3]
         flow = tf.image.resize(tf.cast(flow, tf.float32), height_width, method="bilinear")
         return {
             # Compositing in float32 with the caller's own image keeps known pixels bit-exact.
             "output": composite(raw, image, mask),
             "raw": raw,
-            "coarse": public(x_stage1),
+            "coarse": from_internal(x_stage1, self.bgr),
             "flow": tf.stop_gradient(tf.clip_by_value(flow, 0.0, 1.0)),
         }
-
-    def create_variables(self):
-        """Creates every variable with one forward pass on a tiny zero batch (the call takes two tensors, which
-        Keras cannot build from recorded shapes on its own)."""
-        side = SIZE_FACTOR
-        self(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]))
-
-    def build_from_config(self, config):
-        # Called by keras.models.load_model before the weights are restored.
-        if config:
-            self.create_variables()
 
     def get_config(self):
         config = super().get_config()
@@ -251,23 +225,18 @@ class SNPatchGANDiscriminator(keras.Model):
         return config
 
 
-def _internal(image, bgr):
-    """Public RGB [0, 1] -> the networks' internal range (and channel order)."""
-    return to_signed(flip_channels(image) if bgr else image)
-
-
 def make_losses(bgr=False):
     """The official v2 objective: plain L1 over the whole image on both stages plus the hinge GAN (spec 2.4)."""
     def discriminator_input(image, mask):
-        return tf.concat([_internal(image, bgr), mask], axis=-1)
+        return tf.concat([to_internal(image, bgr), mask], axis=-1)
 
     def generator_loss(models: ModelSet, batch, weights, training):
         image, mask = batch["image"], batch["mask"]
         out = models.generator(image, mask, training=training)
-        real = _internal(image, bgr)
+        real = to_internal(image, bgr)
         l1_weight = weights.get("l1", 1.0)
-        l1_coarse = losses.l1(real, _internal(out["coarse"], bgr))
-        l1_fine = losses.l1(real, _internal(out["raw"], bgr))
+        l1_coarse = losses.l1(real, to_internal(out["coarse"], bgr))
+        l1_fine = losses.l1(real, to_internal(out["raw"], bgr))
         result = {"l1_coarse": l1_coarse, "l1_fine": l1_fine}
         total = l1_weight * (l1_coarse + l1_fine)
         gan_weight = weights.get("gan", 1.0)

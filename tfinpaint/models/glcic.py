@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfinpaint.losses import bce_discriminator_loss, bce_generator_loss, masked_mse
-from tfinpaint.models.common import composite, crop_patches, hole_bbox_offsets
+from tfinpaint.models.common import check_image_and_mask, composite, crop_patches, hole_bbox_offsets
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import Phase, Recipe
 
@@ -41,22 +41,6 @@ DEFAULT_MEAN = (0.485, 0.456, 0.406)
 # Torch7 BatchNorm defaults (the official model is Torch7): running average weight 0.1, epsilon 1e-5.
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
-
-
-def _check_inputs(owner, image, mask=None, multiple=None):
-    """Static layout checks with one-line errors naming the model and the argument."""
-    if image.shape.rank != 4 or image.shape[-1] != 3:
-        raise ValueError(f"{owner}: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
-    if multiple is not None and any(side is not None and side % multiple for side in image.shape[1:3]):
-        raise ValueError(f"{owner}: image height and width must be multiples of {multiple}, got {image.shape}")
-    if mask is None:
-        return
-    if mask.shape.rank != 4 or mask.shape[-1] != 1:
-        raise ValueError(f"{owner}: `mask` must be [B, H, W, 1] (1 = hole), got shape {mask.shape}")
-    for axis, name in ((1, "height"), (2, "width")):
-        image_side, mask_side = image.shape[axis], mask.shape[axis]
-        if image_side is not None and mask_side is not None and image_side != mask_side:
-            raise ValueError(f"{owner}: `image` and `mask` differ in {name}: {image.shape} vs {mask.shape}")
 
 
 def _conv_bn_relu(filters, kernel_size, strides=1, dilation_rate=1, name=None):
@@ -139,7 +123,7 @@ class GLCICGenerator(keras.Model):
     def call(self, image, mask, training=None):
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
-        _check_inputs("GLCICGenerator", image, mask, SIZE_FACTOR)
+        check_image_and_mask("GLCICGenerator", image, mask, SIZE_FACTOR)
         centred = (image - tf.cast(self.mean, tf.float32)) * (1.0 - mask)
         net_input = tf.concat([centred, mask], axis=-1)
         raw = tf.cast(tf.sigmoid(self.body(net_input, training=training)), tf.float32)
@@ -198,7 +182,7 @@ class GLCICDiscriminator(keras.Model):
     def call(self, image, mask, training=None):
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
-        _check_inputs("GLCICDiscriminator", image, mask)
+        check_image_and_mask("GLCICDiscriminator", image, mask)
         patch = local_patch(image, mask, "GLCICDiscriminator")
         size, half = self.image_size, self.image_size // 2
         # Bilinear resize with half-pixel centres is exactly the identity at the training size.

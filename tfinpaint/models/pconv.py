@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tfinpaint.layers.partial_conv import PConv2D
 from tfinpaint.losses.perceptual import DEFAULT_PCONV_WEIGHTS, load_vgg16_features, pconv_loss
-from tfinpaint.models.common import composite
+from tfinpaint.models.common import check_image_and_mask, composite
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import ModelSet, Phase, Recipe
 
@@ -130,23 +130,10 @@ class PConvUNet(keras.Model):
         for norm in self.encoder_norms:
             norm.trainable = False
 
-    def _check_inputs(self, image, mask):
-        if image.shape.rank != 4 or image.shape[-1] != 3:
-            raise ValueError(f"PConvUNet: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
-        if mask.shape.rank != 4 or mask.shape[-1] != 1:
-            raise ValueError(f"PConvUNet: `mask` must be [B, H, W, 1] (1 = hole), got shape {mask.shape}")
-        factor = 2**self.levels
-        for axis, name in ((1, "height"), (2, "width")):
-            side, mask_side = image.shape[axis], mask.shape[axis]
-            if side is not None and side % factor:
-                raise ValueError(f"PConvUNet: image {name} must be a multiple of {factor}, got shape {image.shape}")
-            if side is not None and mask_side is not None and side != mask_side:
-                raise ValueError(f"PConvUNet: `image` and `mask` differ in {name}: {image.shape} vs {mask.shape}")
-
     def call(self, image, mask, training=None, return_linear=False):
         image = tf.cast(tf.convert_to_tensor(image), tf.float32)
         mask = tf.cast(tf.convert_to_tensor(mask), tf.float32)
-        self._check_inputs(image, mask)
+        check_image_and_mask("PConvUNet", image, mask, 2**self.levels)
         dtype = self.encoder_convs[0].compute_dtype
         features = tf.cast(image, dtype)
         valid = tf.cast(tf.tile(1.0 - mask, [1, 1, 1, 3]), dtype)  # NVIDIA: 1 = valid, one channel per input
