@@ -1,11 +1,16 @@
 """CRA / HiFill (spec section 5): parameter counts, forward-pass invariants, gradients, recipe losses against a
 NumPy computation, serialization, and the high-resolution residual aggregation against a NumPy reference."""
 import cv2
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.model_checks import (
+    assert_forward_outputs,
+    assert_gradients_reach,
+    assert_hole_pixels_ignored,
+    assert_keras_round_trip,
+)
 from tfinpaint import models
 from tfinpaint.models import cra
 from tfinpaint.training.recipe import ModelSet
@@ -50,14 +55,9 @@ def test_forward_shapes_known_pixels_and_attention(small):
     generator, _, _ = small
     batch = _batch()
     outputs = generator(batch["image"], batch["mask"], training=False)
-    assert set(outputs) == {"output", "raw", "coarse", "attention", "flow"}
-    for key in ("output", "raw", "coarse", "flow"):
-        value = outputs[key].numpy()
-        assert value.shape == (2, HEIGHT, WIDTH, 3) and outputs[key].dtype == tf.float32
-        assert np.all(np.isfinite(value)) and value.min() >= 0.0 and value.max() <= 1.0
-    known = batch["mask"].numpy()[..., 0] == 0
-    np.testing.assert_array_equal(outputs["output"].numpy()[known], batch["image"].numpy()[known])
-    np.testing.assert_array_equal(outputs["output"].numpy()[~known], outputs["raw"].numpy()[~known])
+    assert batch["image"].shape == (2, HEIGHT, WIDTH, 3)
+    assert_forward_outputs(outputs, batch["image"], batch["mask"], keys=("output", "raw", "coarse", "attention", "flow"),
+                           image_keys=("output", "raw", "coarse", "flow"))
     attention = outputs["attention"].numpy()
     grid_h, grid_w = HEIGHT // 16, WIDTH // 16
     assert attention.shape == (2, grid_h * grid_w, grid_h * grid_w)
@@ -75,12 +75,7 @@ def test_forward_shapes_known_pixels_and_attention(small):
 def test_network_never_sees_hole_pixels(small):
     generator, _, _ = small
     batch = _batch()
-    mask = batch["mask"]
-    scribbled = batch["image"] * (1.0 - mask) + 0.9 * mask
-    first = generator(batch["image"], mask, training=False)
-    second = generator(scribbled, mask, training=False)
-    for key in ("raw", "coarse", "attention"):
-        np.testing.assert_array_equal(first[key].numpy(), second[key].numpy())
+    assert_hole_pixels_ignored(generator, batch["image"], batch["mask"], ("raw", "coarse", "attention"), fill=0.9)
 
 
 def _well_scaled_kernels(model, seed=0):
@@ -116,8 +111,7 @@ def test_recipe_losses_match_numpy_and_reach_every_weight():
         g_losses = recipe.generator_loss(model_set, batch, weights, True)
     grads = tape.gradient(g_losses["total"], generator.trainable_variables)
     assert all(np.isfinite(v.numpy()) for v in g_losses.values())
-    for variable, grad in zip(generator.trainable_variables, grads):
-        assert grad is not None and np.any(grad.numpy() != 0), variable.path
+    assert_gradients_reach(generator.trainable_variables, grads)
 
     critic = discriminators["critic"]
     with tf.GradientTape() as tape:
@@ -125,12 +119,10 @@ def test_recipe_losses_match_numpy_and_reach_every_weight():
     grads = tape.gradient(d_losses["total"], critic.trainable_variables)
     assert set(d_losses) == {"total", "wgan", "gp"}
     assert all(np.isfinite(v.numpy()) for v in d_losses.values())
-    for variable, grad in zip(critic.trainable_variables, grads):
-        if variable is critic.dense.bias:
-            # WGAN-GP is invariant to a constant offset of the critic: mean(fake) - mean(real) cancels it.
-            np.testing.assert_array_equal(grad.numpy(), 0.0)
-        else:
-            assert grad is not None and np.any(grad.numpy() != 0), variable.path
+    assert_gradients_reach(critic.trainable_variables, grads, must_be_nonzero=lambda v: v is not critic.dense.bias)
+    # WGAN-GP is invariant to a constant offset of the critic: mean(fake) - mean(real) cancels it.
+    bias_grad = next(grad for v, grad in zip(critic.trainable_variables, grads) if v is critic.dense.bias)
+    np.testing.assert_array_equal(bias_grad.numpy(), 0.0)
     real = critic(2 * batch["image"] - 1).numpy()
     fake = critic(2 * outputs["output"] - 1).numpy()
     np.testing.assert_allclose(d_losses["wgan"].numpy(), fake.mean() - real.mean(), rtol=1e-4, atol=1e-6)
@@ -151,21 +143,10 @@ def test_recipe_settings_follow_spec(small):
 def test_keras_save_load_round_trip(small, tmp_path):
     generator, discriminators, _ = small
     batch = _batch(seed=1)
-    before = generator(batch["image"], batch["mask"], training=False)
-    generator.save(tmp_path / "generator.keras")
-    restored = keras.models.load_model(tmp_path / "generator.keras")
-    assert [w.path for w in restored.weights] == [w.path for w in generator.weights]
-    for saved, loaded in zip(generator.weights, restored.weights):
-        np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
-    after = restored(batch["image"], batch["mask"], training=False)
-    for key in before:
-        np.testing.assert_array_equal(before[key].numpy(), after[key].numpy())
-
-    critic = discriminators["critic"]
+    assert_keras_round_trip(generator, tmp_path / "generator.keras",
+                            lambda model: model(batch["image"], batch["mask"], training=False))
     images = 2 * _batch(TRAIN, TRAIN)["image"] - 1
-    critic.save(tmp_path / "critic.keras")
-    restored_critic = keras.models.load_model(tmp_path / "critic.keras")
-    np.testing.assert_array_equal(critic(images).numpy(), restored_critic(images).numpy())
+    assert_keras_round_trip(discriminators["critic"], tmp_path / "critic.keras", lambda model: model(images))
 
 
 def test_bad_inputs_raise_clear_errors(small):

@@ -5,6 +5,13 @@ import pytest
 import tensorflow as tf
 import keras
 
+from tests.model_checks import (
+    assert_forward_outputs,
+    assert_gradients_reach,
+    assert_hole_pixels_ignored,
+    assert_keras_round_trip,
+    assert_known_pixels_bit_exact,
+)
 from tfinpaint import models
 from tfinpaint.models import deepfill_v1
 from tfinpaint.models.common import to_signed
@@ -51,14 +58,8 @@ def test_forward_shapes_known_pixels_and_range():
     generator, critics, _ = _small()
     batch = _batch()
     outputs = generator(batch["image"], batch["mask"], training=False)
-    assert set(outputs) == {"output", "raw", "coarse", "flow"}
-    for value in outputs.values():
-        assert value.shape == (2, HEIGHT, WIDTH, 3) and value.dtype == tf.float32
-        assert np.all(np.isfinite(value.numpy()))
-        assert np.all(value.numpy() >= 0.0) and np.all(value.numpy() <= 1.0)
-    known = batch["mask"].numpy()[..., 0] == 0
-    np.testing.assert_array_equal(outputs["output"].numpy()[known], batch["image"].numpy()[known])
-    np.testing.assert_array_equal(outputs["output"].numpy()[~known], outputs["raw"].numpy()[~known])
+    assert batch["image"].shape == (2, HEIGHT, WIDTH, 3)
+    assert_forward_outputs(outputs, batch["image"], batch["mask"], keys=("output", "raw", "coarse", "flow"))
     for critic in critics.values():
         scores = critic(to_signed(outputs["output"]))
         assert scores.shape == (2, 1) and np.all(np.isfinite(scores.numpy()))
@@ -67,12 +68,7 @@ def test_forward_shapes_known_pixels_and_range():
 def test_network_never_sees_hole_pixels():
     generator, _, _ = _small()
     batch = _batch()
-    mask = batch["mask"]
-    scribbled = batch["image"] * (1.0 - mask) + 0.9 * mask
-    first = generator(batch["image"], mask)
-    second = generator(scribbled, mask)
-    for key in ("raw", "coarse"):
-        np.testing.assert_array_equal(first[key].numpy(), second[key].numpy())
+    assert_hole_pixels_ignored(generator, batch["image"], batch["mask"], ("raw", "coarse"), fill=0.9)
 
 
 def test_bgr_option_flips_channels_around_the_same_network():
@@ -98,40 +94,25 @@ def test_gradients_reach_every_trainable_weight():
         losses = recipe.generator_loss(model_set, batch, weights, True)
     gradients = tape.gradient(losses["total"], generator.trainable_weights)
     assert len(gradients) == 2 * 42  # kernel + bias of 17 coarse, 10 + 6 + 2 + 7 refinement convs
-    for weight, gradient in zip(generator.trainable_weights, gradients):
-        assert gradient is not None, weight.path
-        assert np.all(np.isfinite(gradient.numpy())), weight.path
-        assert np.abs(gradient.numpy()).max() > 0, weight.path
+    assert_gradients_reach(generator.trainable_weights, gradients)
 
     critic_weights = [w for critic in critics.values() for w in critic.trainable_weights]
     with tf.GradientTape() as tape:
         losses = recipe.discriminator_loss(model_set, batch, weights, True)
     gradients = tape.gradient(losses["total"], critic_weights)
     assert len(critic_weights) == 2 * 10
-    for weight, gradient in zip(critic_weights, gradients):
-        assert gradient is not None, weight.path
-        assert np.all(np.isfinite(gradient.numpy())), weight.path
-        # The score bias cancels in mean(D(fake)) - mean(D(real)) and the penalty ignores it: zero gradient.
-        if not weight.path.endswith("score/bias"):
-            assert np.abs(gradient.numpy()).max() > 0, weight.path
+    # The score bias cancels in mean(D(fake)) - mean(D(real)) and the penalty ignores it: zero gradient.
+    assert_gradients_reach(critic_weights, gradients, must_be_nonzero=lambda w: not w.path.endswith("score/bias"))
 
 
 def test_keras_save_load_round_trip(tmp_path):
     generator, critics, _ = _small()
     batch = _batch()
-    expected = generator(batch["image"], batch["mask"])
-    generator.save(tmp_path / "g.keras")
-    restored = keras.models.load_model(tmp_path / "g.keras")
+    restored = assert_keras_round_trip(generator, tmp_path / "g.keras",
+                                       lambda model: model(batch["image"], batch["mask"]))
     assert isinstance(restored, deepfill_v1.DeepFillV1Generator) and restored.cnum == 8
-    actual = restored(batch["image"], batch["mask"])
-    for key in expected:
-        np.testing.assert_array_equal(actual[key].numpy(), expected[key].numpy())
     patch = tf.random.uniform((2, 16, 24, 3), -1.0, 1.0)
-    critic = critics["local"]
-    expected_scores = critic(patch)
-    critic.save(tmp_path / "local.keras")
-    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "local.keras")(patch).numpy(),
-                                  expected_scores.numpy())
+    assert_keras_round_trip(critics["local"], tmp_path / "local.keras", lambda model: model(patch))
 
 
 def _chebyshev_distance_to_known(hole):
@@ -205,8 +186,7 @@ def test_mixed_bfloat16_forward_is_float32():
     batch = _batch()
     outputs = generator(batch["image"], batch["mask"])
     assert generator.coarse.compute_dtype == "bfloat16"
-    known = batch["mask"].numpy()[..., 0] == 0
-    np.testing.assert_array_equal(outputs["output"].numpy()[known], batch["image"].numpy()[known])
+    assert_known_pixels_bit_exact(outputs, batch["image"], batch["mask"])
     for value in outputs.values():
         assert value.dtype == tf.float32 and np.all(np.isfinite(value.numpy()))
 

@@ -4,6 +4,13 @@ import pytest
 import tensorflow as tf
 import keras
 
+from tests.model_checks import (
+    assert_forward_outputs,
+    assert_gradients_reach,
+    assert_hole_pixels_ignored,
+    assert_keras_round_trip,
+    assert_known_pixels_bit_exact,
+)
 from tfinpaint import models
 from tfinpaint.models import glcic
 from tfinpaint.training.recipe import ModelSet, make_optimizer
@@ -46,15 +53,8 @@ def test_forward_shapes_known_pixels_and_range():
     generator, discriminators, _ = _small()
     batch = _batch()
     outputs = generator(batch["image"], batch["mask"], training=False)
-    assert set(outputs) == {"output", "raw"}
-    for value in outputs.values():
-        assert value.shape == (2, HEIGHT, WIDTH, 3) and value.dtype == tf.float32
-        assert np.all(np.isfinite(value.numpy()))
-        assert np.all(value.numpy() >= 0.0) and np.all(value.numpy() <= 1.0)
-    known = batch["mask"].numpy()[..., 0] == 0
-    np.testing.assert_array_equal(outputs["output"].numpy()[known], batch["image"].numpy()[known])
-    hole = ~known
-    np.testing.assert_array_equal(outputs["output"].numpy()[hole], outputs["raw"].numpy()[hole])
+    assert batch["image"].shape == (2, HEIGHT, WIDTH, 3)
+    assert_forward_outputs(outputs, batch["image"], batch["mask"], keys=("output", "raw"))
     logits = discriminators["context"](outputs["output"], batch["mask"], training=False)
     assert logits.shape == (2, 1) and np.all(np.isfinite(logits.numpy()))
 
@@ -63,10 +63,8 @@ def test_network_never_sees_hole_pixels_and_uses_stored_mean():
     generator, _, _ = _small(mean=(0.1, 0.2, 0.3))
     batch = _batch()
     mask = batch["mask"]
-    scribbled = batch["image"] * (1.0 - mask) + 0.77 * mask
+    assert_hole_pixels_ignored(generator, batch["image"], mask, ("raw",), fill=0.77)
     first = generator(batch["image"], mask, training=False)["raw"]
-    second = generator(scribbled, mask, training=False)["raw"]
-    np.testing.assert_array_equal(first.numpy(), second.numpy())
     mean_weights = [w for w in generator.non_trainable_weights if w.path.endswith("/mean")]
     assert len(mean_weights) == 1
     np.testing.assert_allclose(mean_weights[0].numpy(), [0.1, 0.2, 0.3])
@@ -74,6 +72,10 @@ def test_network_never_sees_hole_pixels_and_uses_stored_mean():
     mean_weights[0].assign([0.5, 0.5, 0.5])
     third = generator(batch["image"], mask, training=False)["raw"]
     assert np.abs(third.numpy() - first.numpy()).max() > 0
+
+
+def _is_kernel(weight):
+    return weight.path.endswith("kernel")
 
 
 def test_gradients_reach_every_trainable_weight():
@@ -84,41 +86,25 @@ def test_gradients_reach_every_trainable_weight():
     with tf.GradientTape() as tape:
         losses = recipe.generator_loss(model_set, batch, joint, True)
     gradients = tape.gradient(losses["total"], generator.trainable_weights)
-    for weight, gradient in zip(generator.trainable_weights, gradients):
-        assert gradient is not None, weight.path
-        assert np.all(np.isfinite(gradient.numpy())), weight.path
-        if weight.path.endswith("kernel"):
-            assert np.abs(gradient.numpy()).max() > 0, weight.path
+    assert_gradients_reach(generator.trainable_weights, gradients, must_be_nonzero=_is_kernel)
 
     discriminator = discriminators["context"]
     with tf.GradientTape() as tape:
         losses = recipe.discriminator_loss(model_set, batch, joint, True)
     gradients = tape.gradient(losses["total"], discriminator.trainable_weights)
-    assert len(gradients) == len(discriminator.trainable_weights) > 0
-    for weight, gradient in zip(discriminator.trainable_weights, gradients):
-        assert gradient is not None, weight.path
-        assert np.all(np.isfinite(gradient.numpy())), weight.path
-        if weight.path.endswith("kernel"):
-            assert np.abs(gradient.numpy()).max() > 0, weight.path
+    assert_gradients_reach(discriminator.trainable_weights, gradients, must_be_nonzero=_is_kernel)
 
 
 def test_keras_save_load_round_trip(tmp_path):
     generator, discriminators, _ = _small()
     batch = _batch()
-    expected = generator(batch["image"], batch["mask"], training=False)
-    discriminator = discriminators["context"]
-    expected_logits = discriminator(batch["image"], batch["mask"], training=False)
-    generator.save(tmp_path / "g.keras")
-    discriminator.save(tmp_path / "d.keras")
-    restored = keras.models.load_model(tmp_path / "g.keras")
-    restored_d = keras.models.load_model(tmp_path / "d.keras")
+
+    def run(model):
+        return model(batch["image"], batch["mask"], training=False)
+
+    restored = assert_keras_round_trip(generator, tmp_path / "g.keras", run)
     assert isinstance(restored, glcic.GLCICGenerator) and restored.cnum == 8
-    actual = restored(batch["image"], batch["mask"], training=False)
-    for key in expected:
-        np.testing.assert_array_equal(actual[key].numpy(), expected[key].numpy())
-    np.testing.assert_array_equal(
-        restored_d(batch["image"], batch["mask"], training=False).numpy(), expected_logits.numpy()
-    )
+    assert_keras_round_trip(discriminators["context"], tmp_path / "d.keras", run)
 
 
 def test_recipe_schedule_losses_and_weights():
@@ -159,8 +145,7 @@ def test_mixed_bfloat16_forward_is_float32():
     batch = _batch()
     outputs = generator(batch["image"], batch["mask"], training=False)
     assert outputs["output"].dtype == tf.float32 and np.all(np.isfinite(outputs["output"].numpy()))
-    known = batch["mask"].numpy()[..., 0] == 0
-    np.testing.assert_array_equal(outputs["output"].numpy()[known], batch["image"].numpy()[known])
+    assert_known_pixels_bit_exact(outputs, batch["image"], batch["mask"])
     logits = discriminators["context"](outputs["output"], batch["mask"])
     assert logits.dtype == tf.float32
     assert generator.body.compute_dtype == "bfloat16"  # the network itself runs in bf16

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+from tests.model_checks import assert_forward_outputs, assert_gradients_reach, assert_keras_round_trip
 from tfinpaint.losses.perceptual import DEFAULT_PCONV_WEIGHTS, load_vgg16_features, pconv_loss
 from tfinpaint.models import pconv
 from tfinpaint.training.recipe import ModelSet
@@ -54,15 +55,7 @@ def test_forward_known_pixels_exact_and_outputs_in_range():
     model = _small()
     image, mask = _batch()
     outputs = model(image, mask, training=False)
-    assert set(outputs) == {"output", "raw"}
-    for value in outputs.values():
-        assert value.shape == image.shape and value.dtype == tf.float32
-        assert np.all(np.isfinite(value.numpy()))
-        assert value.numpy().min() >= 0.0 and value.numpy().max() <= 1.0
-    out = outputs["output"].numpy()
-    known = mask[..., 0] == 0
-    np.testing.assert_array_equal(out[known], image[known])
-    np.testing.assert_array_equal(out[~known], outputs["raw"].numpy()[~known])
+    assert_forward_outputs(outputs, image, mask, keys=("output", "raw"))
     linear = model(image, mask, training=False, return_linear=True)["linear"].numpy()
     np.testing.assert_array_equal(np.clip(linear, 0.0, 1.0), outputs["raw"].numpy())
 
@@ -84,23 +77,16 @@ def test_gradients_reach_every_trainable_weight():
         loss = pconv_loss(linear, image, mask, None, {"perceptual": 0.0, "style": 0.0})["total"]
     grads = tape.gradient(loss, model.trainable_weights)
     assert len(grads) == len(model.trainable_weights) == 4 * 2 * 2 + 2 * (3 + 3)
-    for variable, grad in zip(model.trainable_weights, grads):
-        assert grad is not None, variable.path
-        assert np.all(np.isfinite(grad.numpy())) and np.any(grad.numpy() != 0.0), variable.path
+    assert_gradients_reach(model.trainable_weights, grads)
 
 
 def test_keras_round_trip_gives_identical_outputs(tmp_path):
     model = _small()
     image, mask = _batch()
     model(image, mask, training=True)  # move BN statistics away from their initial values
-    expected = model(image, mask, training=False)
-    path = tmp_path / "pconv.keras"
-    model.save(path)
-    restored = keras.models.load_model(path)
+    restored = assert_keras_round_trip(model, tmp_path / "pconv.keras",
+                                       lambda m: m(image, mask, training=False))
     assert isinstance(restored, pconv.PConvUNet) and restored.get_config()["levels"] == 4
-    got = restored(image, mask, training=False)
-    for key in expected:
-        np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
 
 
 def test_freeze_encoder_batchnorm():
