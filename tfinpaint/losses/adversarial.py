@@ -9,6 +9,8 @@ import inspect
 
 import tensorflow as tf
 
+from tfinpaint.losses._inputs import as_float32
+
 __all__ = [
     "wgan_generator_loss",
     "wgan_discriminator_loss",
@@ -21,13 +23,7 @@ __all__ = [
 
 
 def _scores(value, function, argument):
-    try:
-        tensor = tf.convert_to_tensor(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"tfinpaint.losses.{function}: `{argument}` is not a tensor-like value ({error})") from None
-    if not tensor.dtype.is_floating:
-        raise TypeError(f"tfinpaint.losses.{function}: `{argument}` must be a float tensor, got {tensor.dtype.name}")
-    return tf.cast(tensor, tf.float32)
+    return as_float32(value, function, argument, floating_only=True)
 
 
 def wgan_generator_loss(d_fake):

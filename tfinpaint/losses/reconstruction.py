@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfinpaint.losses._inputs import as_float32
+
 __all__ = [
     "l1",
     "masked_l1",
@@ -22,17 +24,6 @@ __all__ = [
     "masked_mse",
     "total_variation_hole",
 ]
-
-
-def _float32(value, function, argument):
-    """Converts ``value`` to a float32 tensor, naming the offending argument when that is impossible."""
-    try:
-        tensor = tf.convert_to_tensor(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"tfinpaint.losses.{function}: `{argument}` is not a tensor-like value ({error})") from None
-    if not (tensor.dtype.is_floating or tensor.dtype.is_integer or tensor.dtype == tf.bool):
-        raise TypeError(f"tfinpaint.losses.{function}: `{argument}` must be numeric, got dtype {tensor.dtype.name}")
-    return tf.cast(tensor, tf.float32)
 
 
 def _require_rank4(tensor, function, argument, channels=None):
@@ -59,14 +50,14 @@ def _require_broadcastable(a, b, function, names):
 
 
 def _abs_difference(x, y, function):
-    x = _float32(x, function, "x")
-    y = _float32(y, function, "y")
+    x = as_float32(x, function, "x")
+    y = as_float32(y, function, "y")
     _require_broadcastable(x, y, function, ("x", "y"))
     return tf.abs(x - y)
 
 
 def _weighted_mean(values, weight, function, argument):
-    weight = _float32(weight, function, argument)
+    weight = as_float32(weight, function, argument)
     _require_broadcastable(values, weight, function, ("x - y", argument))
     return tf.reduce_mean(values * weight)
 
@@ -90,7 +81,7 @@ def masked_l1(x, y, mask):
     HiFill "ae" loss) divide ``valid_l1`` by ``mean(1 - mask)`` themselves.
     """
     difference = _abs_difference(x, y, "masked_l1")
-    mask = _float32(mask, "masked_l1", "mask")
+    mask = as_float32(mask, "masked_l1", "mask")
     _require_broadcastable(difference, mask, "masked_l1", ("x - y", "mask"))
     return tf.reduce_mean(difference * mask), tf.reduce_mean(difference * (1.0 - mask))
 
@@ -119,7 +110,7 @@ def spatial_discount(mask, gamma=0.9):
     unit of distance, at most ``max(H, W)`` steps), so it runs in graph mode with dynamic shapes and under
     ``tf.distribute``. No gradient flows into the mask.
     """
-    mask = _float32(mask, "spatial_discount", "mask")
+    mask = as_float32(mask, "spatial_discount", "mask")
     _require_rank4(mask, "spatial_discount", "mask", channels=(1,))
     gamma = tf.convert_to_tensor(gamma, tf.float32)
     known = tf.stop_gradient(tf.cast(mask <= 0.5, tf.float32))
@@ -155,7 +146,7 @@ def discounted_l1(x, y, mask, gamma=0.9):
     applies it to the local patch (spec §1.6).
     """
     difference = _abs_difference(x, y, "discounted_l1")
-    mask = _float32(mask, "discounted_l1", "mask")
+    mask = as_float32(mask, "discounted_l1", "mask")
     _require_broadcastable(difference, mask, "discounted_l1", ("x - y", "mask"))
     return tf.reduce_mean(difference * spatial_discount(mask, gamma))
 
@@ -163,9 +154,9 @@ def discounted_l1(x, y, mask, gamma=0.9):
 def masked_mse(x, y, mask):
     """GLCIC's weighted MSE: ``mean(((x - y) * mask) ** 2)`` over all elements (hole pixels only count;
     normalised by the count of all elements like GLCIC-PyTorch, spec §4.4)."""
-    x = _float32(x, "masked_mse", "x")
-    y = _float32(y, "masked_mse", "y")
-    mask = _float32(mask, "masked_mse", "mask")
+    x = as_float32(x, "masked_mse", "x")
+    y = as_float32(y, "masked_mse", "y")
+    mask = as_float32(mask, "masked_mse", "mask")
     _require_broadcastable(x, y, "masked_mse", ("x", "y"))
     difference = x - y
     _require_broadcastable(difference, mask, "masked_mse", ("x - y", "mask"))
@@ -183,8 +174,8 @@ def total_variation_hole(image, mask):
 
     image: [B, H, W, C]; mask: [B, H, W, 1] or [B, H, W, C], 1 = hole.
     """
-    image = _float32(image, "total_variation_hole", "image")
-    mask = _float32(mask, "total_variation_hole", "mask")
+    image = as_float32(image, "total_variation_hole", "image")
+    mask = as_float32(mask, "total_variation_hole", "mask")
     _require_rank4(image, "total_variation_hole", "image")
     channels = (1,) if image.shape[-1] is None else (1, image.shape[-1])
     _require_rank4(mask, "total_variation_hole", "mask", channels=channels)
