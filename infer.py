@@ -4,8 +4,8 @@
 """
 import os
 
-# Keep TensorFlow's start-up banners (oneDNN, CUDA probing) out of the progress output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Keep TensorFlow's start-up INFO banners (oneDNN, CUDA probing) out of the output; warnings still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app  # noqa: E402
 

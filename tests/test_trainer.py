@@ -354,7 +354,7 @@ def test_cli_flags_parse_as_users_type_them():
     values = flags.FlagValues()
     cli.define_flags(values)
     values(["train.py", "--__lambda_l1__", "1.0", "--flist", "photos", "--__mask_type__", "bbox",
-            "--mixed_precision", "true", "--__lambda_gan__=0.5", "--cnum", "16", "--__gen_masks__", "false"])
+            "--mixed_precision", "--__lambda_gan__=0.5", "--cnum", "16", "--__gen_masks__", "false"])
     assert values["__lambda_l1__"].value == 1.0 and values["__lambda_gan__"].value == 0.5
     assert values["__flist__"].value == "photos" and values["__mask_type__"].value == "bbox"
     assert values["mixed_precision"].value is True and values["__gen_masks__"].value is False

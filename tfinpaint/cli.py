@@ -32,8 +32,8 @@ def main(argv=None) -> None:
     if command not in COMMANDS:
         print(f"tfinpaint: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
-    # Keep TensorFlow's start-up banners (oneDNN, CUDA probing) out of the commands' output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Keep TensorFlow's start-up INFO banners (oneDNN, CUDA probing) out of the output; warnings still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     from absl import app
 
     module = importlib.import_module(COMMANDS[command][0])

@@ -369,7 +369,7 @@ def define_flags(flag_values=FLAGS) -> None:
            flag_values)
     define("string", "model", None, "Model name; overrides the one stored in the checkpoint folder.", flag_values)
     define("integer", "tflite_size", 256, "Fixed input side of the TFLite model.", flag_values)
-    define("bool_value", "verify", False, "TFLite: run the exported model in tf.lite.Interpreter and compare it "
+    define("boolean", "verify", False, "TFLite: run the exported model in tf.lite.Interpreter and compare it "
            "with the Keras model on a random image.", flag_values)
 
 

@@ -3,6 +3,8 @@
 so every command defines its flags through these helpers, which skip a flag that already exists."""
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
 _TRUE = ("1", "true", "t", "yes", "y", "on")
@@ -41,3 +43,7 @@ def define(kind: str, name: str, default, help_text: str, flag_values=flags.FLAG
     for alias in aliases:
         if alias not in flag_values:
             flags.DEFINE_alias(alias, name, flag_values=flag_values)
+    # `--help` lists the key flags of the script being run (train.py, infer.py, the console script), which
+    # only imports the module defining them: make them key flags of that script.
+    for key in (name, *aliases):
+        flag_values.register_key_flag_for_module(sys.argv[0], flag_values[key])

@@ -29,14 +29,7 @@ CPU_IMAGE_SIZE = 128
 
 def define_flags(flag_values=FLAGS) -> None:
     mask_cli.define_flags(flag_values)
-    scratch = flags.FlagValues()  # only to learn which flags the mask command defines
-    mask_cli.define_flags(scratch)
-    names = list(scratch)
-
-    def define(kind, name, default, help_text, flag_values, aliases=(), **kwargs):
-        flags_util.define(kind, name, default, help_text, flag_values, aliases=aliases, **kwargs)
-        names.extend([name, *aliases])
-
+    define = flags_util.define
     define("string", "__flist__", None, "Training images: a folder (recursive; jpg/jpeg/png/bmp/webp) or a text "
            "file of paths. Default: the sample photos installed with scikit-image and scikit-learn.",
            flag_values, aliases=["flist"])
@@ -71,16 +64,12 @@ def define_flags(flag_values=FLAGS) -> None:
     define("integer", "log_every", 10, "TensorBoard scalars / progress lines every N steps.", flag_values)
     define("integer", "preview_every", 100, "PNG preview grid every N steps.", flag_values)
     define("integer", "val_every", 500, "Validation every N steps (with --val_flist).", flag_values)
-    define("bool_value", "mixed_precision", False, "mixed_float16 with loss scaling on GPU, mixed_bfloat16 on CPU.",
+    define("boolean", "mixed_precision", False, "mixed_float16 with loss scaling on GPU, mixed_bfloat16 on CPU.",
            flag_values)
     define("string", "vgg_weights", None, "Local VGG16 'notop' weights file for PConv's perceptual/style losses.",
            flag_values)
     define("enum", "check_images", "quick", "Bad-file scan before training: quick (headers and end markers) or "
            "full (decode every file).", flag_values, enum_values=["quick", "full"])
-    # `--help` lists the key flags of the script being run; train.py only imports this module, so the flags are
-    # made key flags of that script too.
-    for name in names:
-        flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
 
 
 define_flags()
