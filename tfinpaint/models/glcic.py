@@ -273,6 +273,7 @@ def make_recipe(image_size=256, batch_size=96):
         image_size=image_size,
         size_factor=SIZE_FACTOR,
         batch_size=batch_size,
+        override_aliases=("l1",),  # --__lambda_l1__ weights the masked MSE
     )
 
 

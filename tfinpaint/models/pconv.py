@@ -248,6 +248,7 @@ def make_recipe(vgg_weights=None, vgg_preprocessing="caffe", image_size=512, lev
         image_size=image_size,
         size_factor=size_factor(levels=levels),
         batch_size=6,
+        override_aliases=("l1",),  # --__lambda_l1__ sets L_valid's weight, L_hole keeps 6x it
     )
 
 

@@ -350,7 +350,7 @@ class Trainer:
         return size
 
     def _warn_unknown_weights(self):
-        known = set(self.recipe.loss_weights)
+        known = set(self.recipe.loss_weights) | set(self.recipe.override_aliases)
         for phase in self.recipe.phases:
             known.update(phase.loss_weights)
         for key, value in self.config.loss_weights.items():
