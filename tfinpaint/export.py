@@ -43,11 +43,9 @@ from absl import flags
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tfinpaint.flags_util import define
+from tfinpaint.inference.api import CRA_WORKING_SIZE, load
 
 FLAGS = flags.FLAGS
-
-# Long side above which CRA switches to contextual residual aggregation (as tfinpaint.inference.api).
-_CRA_WORKING_SIZE = 512
 
 
 def pad_indices(size, target, symmetric):
@@ -142,7 +140,7 @@ class ServingModule(tf.Module):
         hole = tf.cast(mask, tf.int32) > 127
         height, width = _height_width(image)
         if self._model_name == "cra":
-            prediction = _static_cond(tf.maximum(height, width) > _CRA_WORKING_SIZE,
+            prediction = _static_cond(tf.maximum(height, width) > CRA_WORKING_SIZE,
                                       lambda: self._cra_high_res(image, hole),
                                       lambda: self._to_levels(self._predict(image, hole)))
         else:
@@ -185,7 +183,8 @@ class ServingModule(tf.Module):
         crop_image = image[top:bottom, left:right]
         crop_hole = tf.cast(hole[top:bottom, left:right], tf.float32)
         crop_h, crop_w = bottom - top, right - left
-        scale = tf.minimum(tf.constant(1.0, tf.float64), tf.sqrt(self._max_pixels / tf.cast(crop_h * crop_w, tf.float64)))
+        area = tf.cast(crop_h * crop_w, tf.float64)
+        scale = tf.minimum(tf.constant(1.0, tf.float64), tf.sqrt(self._max_pixels / area))
         small_h = tf.maximum(1, tf.cast(tf.round(tf.cast(crop_h, tf.float64) * scale), tf.int32))
         small_w = tf.maximum(1, tf.cast(tf.round(tf.cast(crop_w, tf.float64) * scale), tf.int32))
         # OpenCV's INTER_AREA (the API's resize) rounds its uint8 averages its own way: a few pixels differ by 1.
@@ -207,14 +206,14 @@ class ServingModule(tf.Module):
         factor = int(getattr(self.generator, "size_factor", cra.SIZE_FACTOR))
         cell = int(getattr(self.generator, "attention_cell", cra.ATTENTION_CELL))
         height, width = _height_width(image)
-        scale = _CRA_WORKING_SIZE / tf.cast(tf.maximum(height, width), tf.float64)
+        scale = CRA_WORKING_SIZE / tf.cast(tf.maximum(height, width), tf.float64)
 
         def short(side):
             # Python's round() in cra.working_shape rounds half to even, as tf.round does.
             return tf.maximum(factor, tf.cast(tf.round(tf.cast(side, tf.float64) * scale / factor), tf.int32) * factor)
 
-        small_h = tf.where(height >= width, _CRA_WORKING_SIZE, short(height))
-        small_w = tf.where(height >= width, short(width), _CRA_WORKING_SIZE)
+        small_h = tf.where(height >= width, CRA_WORKING_SIZE, short(height))
+        small_w = tf.where(height >= width, short(width), CRA_WORKING_SIZE)
         grid_h, grid_w = small_h // cell, small_w // cell
         hole_u8 = tf.cast(hole, tf.uint8)[None, :, :, None]
         small_image = tf.image.resize(image[None], [small_h, small_w], method="area")[0] / 255.0
@@ -238,18 +237,16 @@ class ServingModule(tf.Module):
             base = tf.image.resize(small_image[None, :, :, channel:channel + 1], [big_h, big_w], method="bilinear")
             residual = tf.where(big_hole, 0.0, large - base)
             upsampled = tf.image.resize(small_output[:, :, :, channel:channel + 1], [big_h, big_w], method="bilinear")
-            value = tf.clip_by_value(upsampled + aggregate_residual(residual, attention), 0.0, 1.0)
+            value = tf.clip_by_value(upsampled + aggregate_residual(residual, attention), 0.0, 1.0) * 255.0
             if channels:
                 # One channel at a time (as inpaint_high_res) bounds the float32 working set at 8K.
                 with tf.control_dependencies([channels[-1]]):
                     value = tf.identity(value)
-            channels.append(tf.cast(tf.round(value * 255.0), tf.uint8)[0, :, :, 0])
-        filled = tf.stack(channels, axis=-1)
-        # Resizing back goes through uint8 as inpaint_high_res does (its filled image is a uint8 array).
-        return tf.cond(resized,
-                       lambda: tf.cast(tf.round(tf.image.resize(filled[None], [height, width], method="bilinear")[0]),
-                                       tf.int32),
-                       lambda: tf.cast(filled, tf.int32))
+            # Back to the input's size before rounding, as inpaint_high_res does.
+            value = tf.cond(resized, lambda: tf.image.resize(value, [height, width], method="bilinear"),
+                            lambda: value)
+            channels.append(tf.cast(tf.round(value), tf.int32)[0, :, :, 0])
+        return tf.stack(channels, axis=-1)
 
 
 def export_savedmodel(inpainter, out_dir: str) -> str:
@@ -304,8 +301,8 @@ SELECT_OPS = "builtin + select TensorFlow ops (needs the Flex delegate)"
 def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
     """Converts the serving graph at a fixed ``size`` x ``size``, built-in ops first, then with select TF ops.
     Writes ``out_path`` and returns which op set it needed (``BUILTIN_OPS`` or ``SELECT_OPS``)."""
-    if inpainter.model_name == "cra" and size > _CRA_WORKING_SIZE:
-        raise ValueError(f"export: --tflite_size {size} for cra must be <= {_CRA_WORKING_SIZE} (its high-resolution "
+    if inpainter.model_name == "cra" and size > CRA_WORKING_SIZE:
+        raise ValueError(f"export: --tflite_size {size} for cra must be <= {CRA_WORKING_SIZE} (its high-resolution "
                          "path depends on the input size and exports to SavedModel only)")
     module = ServingModule(inpainter)
     with _builtin_patch_extraction():
@@ -317,7 +314,7 @@ def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
     errors = []
     for op_sets, label in (([tf.lite.OpsSet.TFLITE_BUILTINS], BUILTIN_OPS),
                            ([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS], SELECT_OPS)):
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
         converter.target_spec.supported_ops = op_sets
         try:
             flatbuffer = converter.convert()
@@ -379,8 +376,6 @@ define_flags()
 def run(gpath: str, export_format: str = "savedmodel", out: str = "outputs", model=None, tflite_size: int = 256,
         verify: bool = False) -> str:
     """Exports the checkpoint folder ``gpath``; returns what was written (one line per step)."""
-    from tfinpaint.inference.api import load
-
     if export_format not in ("savedmodel", "tflite"):
         raise ValueError(f"export: --format must be savedmodel or tflite, got {export_format!r}")
     if export_format == "tflite" and tflite_size < 1:
