@@ -241,3 +241,18 @@ def test_round_trip_train_checkpoint_infer_cli(tmp_path):
     loaded = tfinpaint.load(ckpt_dir)
     for expected, restored in zip(trained, loaded.generator.weights):
         np.testing.assert_array_equal(expected, restored.numpy())
+
+
+def test_bfloat16_precision_restores_the_same_weights_and_keeps_known_pixels(checkpoint, inpainter):
+    low = tfinpaint.load(checkpoint, precision="bfloat16")
+    for a, b in zip(inpainter.generator.weights, low.generator.weights):
+        assert b.dtype == "float32"
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    image, hole = random_case(32, 40)
+    result = low(image, hole)
+    np.testing.assert_array_equal(result[hole == 0], image[hole == 0])
+    full = inpainter(image, hole).astype(np.int32)
+    # bf16 keeps 8 mantissa bits: the predictions agree to a few grey levels on average.
+    assert np.mean(np.abs(result.astype(np.int32) - full)) < 4.0
+    with pytest.raises(ValueError, match="precision"):
+        tfinpaint.load(checkpoint, precision="float16")

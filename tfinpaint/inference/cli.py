@@ -40,6 +40,8 @@ def define_flags(flag_values=FLAGS) -> None:
            flag_values)
     define("boolean", "overwrite", False, "Replace existing output files.", flag_values)
     define("integer", "max_pixels", None, "Largest working area in pixels (default: per model).", flag_values)
+    define("enum", "precision", "float32", "Network compute precision; bfloat16 lowers peak memory on CPU.",
+           flag_values, enum_values=["float32", "bfloat16"])
 
 
 define_flags()
@@ -79,7 +81,7 @@ def steps_grid(steps: dict) -> np.ndarray:
 
 def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen_masks=False,
         mask_type="free_form", mask_seed=0, save_steps=False, overwrite=False, max_pixels=None,
-        stream=None) -> dict:
+        precision="float32", stream=None) -> dict:
     """Inpaints every image of ``flist``; returns counts {"written", "skipped", "kept"}."""
     from tfinpaint import masks as mask_lib
     from tfinpaint.inference.api import _as_hole_mask, load
@@ -94,7 +96,7 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
         mask_for = [None] * len(images)
     else:
         raise ValueError("give masks with --__mlist__ or generate them with --__gen_masks__ true")
-    inpainter = load(gpath, model=model, max_pixels=max_pixels, mask_polarity=mask_polarity)
+    inpainter = load(gpath, model=model, max_pixels=max_pixels, mask_polarity=mask_polarity, precision=precision)
     counts = {"written": 0, "skipped": 0, "kept": 0}
     started = time.time()
     for index, image_path in enumerate(images):
@@ -138,7 +140,7 @@ def main(argv) -> None:
         counts = run(FLAGS.__gpath__, FLAGS.__flist__, FLAGS.out, mlist=FLAGS.__mlist__, model=FLAGS.model,
                      mask_polarity=FLAGS.mask_polarity, gen_masks=FLAGS.__gen_masks__,
                      mask_type=FLAGS.__mask_type__, mask_seed=FLAGS.mask_seed, save_steps=FLAGS.save_steps,
-                     overwrite=FLAGS.overwrite, max_pixels=FLAGS.max_pixels)
+                     overwrite=FLAGS.overwrite, max_pixels=FLAGS.max_pixels, precision=FLAGS.precision)
     except ValueError as error:
         raise SystemExit(f"infer: {error}") from None
     sys.exit(1 if counts["skipped"] else 0)

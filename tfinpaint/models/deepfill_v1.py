@@ -197,6 +197,10 @@ class DeepFillV1Generator(keras.Model):
 
         refine_input = tf.concat([composite(coarse, x_in, mask), ones, mask], axis=-1)
         hallucinated = self.hallucination(refine_input, training=training)
+        # Run the attention branch after the dilated one: TensorFlow would otherwise run both full-resolution
+        # branches at once, which holds both sets of temporaries (about +300 MB at 1024 x 1024).
+        with tf.control_dependencies([hallucinated]):
+            refine_input = tf.identity(refine_input)
         features = self.attention_encoder(refine_input, training=training)
         # The hole mask at the feature resolution (1/4), per sample.
         mask_quarter = _resize_nearest(mask, tf.shape(features)[1:3], self.align_corners)
