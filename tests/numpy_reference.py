@@ -106,3 +106,22 @@ def upsample_bilinear_x2_tf1(x):
         return np.take(a, low, axis=axis) * (1 - frac) + np.take(a, high, axis=axis) * frac
 
     return along(along(x, 1), 2)
+
+
+def tv_over_dilated_hole(image, mask):
+    """PConv TV (paper eq. 6): |differences| of adjacent pairs with both pixels inside the 1-pixel (3x3)
+    dilation of the hole (mask [B, H, W, 1], > 0.5 = hole), divided by the element count."""
+    batch, height, width, channels = image.shape
+    hole = mask[..., 0] > 0.5
+    region = np.zeros_like(hole)
+    for b, i, j in np.argwhere(hole):
+        region[b, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2] = True
+    total = 0.0
+    for b in range(batch):
+        for i in range(height):
+            for j in range(width):
+                if j + 1 < width and region[b, i, j] and region[b, i, j + 1]:
+                    total += np.abs(image[b, i, j + 1] - image[b, i, j]).sum()
+                if i + 1 < height and region[b, i, j] and region[b, i + 1, j]:
+                    total += np.abs(image[b, i + 1, j] - image[b, i, j]).sum()
+    return total / image.size

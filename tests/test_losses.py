@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.numpy_reference import tv_over_dilated_hole
 from tfinpaint import losses
 
 GAMMA = 0.9
@@ -238,26 +239,9 @@ def test_discounted_l1(data):
 # Total variation over the dilated hole
 
 
-def _tv_reference(image, mask):
-    batch, height, width, channels = image.shape
-    hole = mask[..., 0] > 0.5
-    region = np.zeros_like(hole)
-    for b, i, j in np.argwhere(hole):
-        region[b, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2] = True
-    total = 0.0
-    for b in range(batch):
-        for i in range(height):
-            for j in range(width):
-                if j + 1 < width and region[b, i, j] and region[b, i, j + 1]:
-                    total += np.abs(image[b, i, j + 1] - image[b, i, j]).sum()
-                if i + 1 < height and region[b, i, j] and region[b, i + 1, j]:
-                    total += np.abs(image[b, i + 1, j] - image[b, i, j]).sum()
-    return total / image.size
-
-
 def test_total_variation_hole_against_pair_loop(data):
     x, _, mask = data
-    np.testing.assert_allclose(losses.total_variation_hole(x, mask).numpy(), _tv_reference(x, mask), rtol=1e-5)
+    np.testing.assert_allclose(losses.total_variation_hole(x, mask).numpy(), tv_over_dilated_hole(x, mask), rtol=1e-5)
     # All known: the region is empty. A single hole pixel: P is its 3x3 neighbourhood (12 pairs).
     assert losses.total_variation_hole(x, np.zeros_like(mask)).numpy() == 0.0
     single = np.zeros_like(mask)

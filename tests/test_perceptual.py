@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 import keras
 
+from tests.numpy_reference import tv_over_dilated_hole
 from tfinpaint.losses import perceptual
 from tfinpaint.losses.perceptual import VGGPreprocess, gram_matrix, load_vgg16_features, pconv_loss
 
@@ -84,25 +85,6 @@ def np_gram(features):
     return np.einsum("bnc,bnd->bcd", flat, flat) / (channels * height * width)
 
 
-def np_tv_hole(image, hole):
-    """Paper eq. 6: pairs with both pixels inside the 1-pixel (3x3) dilation of the hole, / element count."""
-    batch, height, width, _ = image.shape
-    region = np.zeros((batch, height, width), bool)
-    for b in range(batch):
-        for i in range(height):
-            for j in range(width):
-                region[b, i, j] = hole[b, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2, 0].any()
-    total = 0.0
-    for b in range(batch):
-        for i in range(height):
-            for j in range(width):
-                if j + 1 < width and region[b, i, j] and region[b, i, j + 1]:
-                    total += np.abs(image[b, i, j + 1] - image[b, i, j]).sum()
-                if i + 1 < height and region[b, i, j] and region[b, i + 1, j]:
-                    total += np.abs(image[b, i + 1, j] - image[b, i, j]).sum()
-    return total / image.size
-
-
 def np_pconv_loss(output, target, hole, feature_fn, weights):
     """Paper eqs. 1-7 with M = 1 - hole (1 = valid)."""
     valid_mask = 1.0 - hole
@@ -118,7 +100,7 @@ def np_pconv_loss(output, target, hole, feature_fn, weights):
     )
     losses["style_out"] = sum(np.abs(np_gram(fo) - np_gram(fg)).mean() for fo, fg in zip(feats[0], feats[2]))
     losses["style_comp"] = sum(np.abs(np_gram(fc) - np_gram(fg)).mean() for fc, fg in zip(feats[1], feats[2]))
-    losses["tv"] = np_tv_hole(composite, hole)
+    losses["tv"] = tv_over_dilated_hole(composite, hole)
     losses["total"] = (
         weights["valid"] * losses["valid"]
         + weights["hole"] * losses["hole"]
