@@ -216,9 +216,13 @@ class GatedUpsample2D(keras.layers.Layer):
         self.gated_conv.build(self._upsampled_shape(input_shape))
         self._input_channels = input_shape[-1]
 
-    def _resize(self, inputs):
+    def resize(self, inputs, size=None):
+        """The layer's resize: x2 by default, or to ``size`` = [height, width] (row-tiled inference resizes the
+        width of a band of rows with it, see ``tfinpaint.layers.row_tiling``)."""
         static_hw = inputs.shape[1:3]
-        if None in static_hw:
+        if size is not None:
+            pass
+        elif None in static_hw:
             size = tf.shape(inputs)[1:3] * 2
         else:  # static sizes keep static output shapes in graph mode
             size = [2 * static_hw[0], 2 * static_hw[1]]
@@ -239,7 +243,7 @@ class GatedUpsample2D(keras.layers.Layer):
 
     def call(self, inputs):
         _check_nhwc(self, inputs.shape, self._input_channels)
-        return self.gated_conv(self._resize(inputs))
+        return self.gated_conv(self.resize(inputs))
 
     def compute_output_shape(self, input_shape):
         _check_nhwc(self, input_shape)

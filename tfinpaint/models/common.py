@@ -108,3 +108,22 @@ def crop_patches(images, offsets, patch_height, patch_width):
     cols = offsets[:, 1:2] + tf.range(patch_width)[None, :]  # [B, pw]
     rows_taken = tf.gather(images, rows, axis=1, batch_dims=1)  # [B, ph, W, C]
     return tf.gather(rows_taken, cols, axis=2, batch_dims=1)  # [B, ph, pw, C]
+
+
+# Full-resolution pixels per band when DeepFill's full-resolution ends run row-tiled at inference
+# (tfinpaint.layers.row_tiling): 256 rows at 1024 px wide. Smaller bands lower the peak a little more and add
+# halo recomputation.
+DEFAULT_TILE_PIXELS = 1024 * 256
+
+
+def inference_tile_rows(image, tile_pixels, training, multiple=4, min_rows=32):
+    """Rows per band (full resolution, a multiple of ``multiple``) for row-tiled inference, or None to run
+    untiled: training always runs untiled, and so do images known to have at most ``tile_pixels`` pixels
+    (``tile_pixels`` 0 turns tiling off)."""
+    if training or not tile_pixels:
+        return None
+    height, width = image.shape[1:3]
+    if height is not None and width is not None and height * width <= tile_pixels:
+        return None
+    rows = tf.maximum(int(tile_pixels) // tf.shape(image)[2], min_rows)
+    return rows // multiple * multiple

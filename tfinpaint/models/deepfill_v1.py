@@ -21,13 +21,16 @@ import keras
 import tensorflow as tf
 
 from tfinpaint.layers.contextual_attention import ContextualAttention
+from tfinpaint.layers.row_tiling import Downsample, Local, Upsample, map_row_tiles
 from tfinpaint.losses import gradient_penalty, l1, spatial_discount, wgan_discriminator_loss, wgan_generator_loss
 from tfinpaint.models.common import (
+    DEFAULT_TILE_PIXELS,
     check_image_and_mask,
     composite,
     crop_patches,
     from_internal,
     hole_bbox_offsets,
+    inference_tile_rows,
     to_internal,
     to_signed,
 )
@@ -45,6 +48,11 @@ __all__ = [
 
 SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
+# Row-tiled inference halos (tfinpaint.layers.row_tiling), in the chains' output rows: the encoder head (5x5 conv,
+# then 3x3 convs with two stride-2 ones) reaches 2 rows at 1/4 resolution, the decoder tail (two x2 upsamplings
+# and five 3x3 convs) 8 rows at full resolution; twice that is kept.
+_HEAD_HALO = 3
+_TAIL_HALO = 10
 
 
 def _resize_nearest(x, size, align_corners):
@@ -66,9 +74,12 @@ class NearestUpsample2D(keras.layers.Layer):
         super().__init__(**kwargs)
         self.align_corners = bool(align_corners)
 
-    def call(self, inputs):
-        size = tf.shape(inputs)[1:3] * 2
+    def resize(self, inputs, size):
+        """The layer's resize to ``size`` = [height, width] (row-tiled inference resizes bands with it)."""
         return _resize_nearest(inputs, size, self.align_corners)
+
+    def call(self, inputs):
+        return self.resize(inputs, tf.shape(inputs)[1:3] * 2)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
@@ -78,6 +89,20 @@ class NearestUpsample2D(keras.layers.Layer):
         config = super().get_config()
         config.update({"align_corners": self.align_corners})
         return config
+
+
+def _row_tiling_steps(layers):
+    """Row-tiling steps (tfinpaint.layers.row_tiling) of consecutive layers: stride-2 convs halve the height,
+    NearestUpsample2D doubles it, the rest keep it."""
+    steps = []
+    for layer in layers:
+        if isinstance(layer, NearestUpsample2D):
+            steps.append(Upsample(layer.resize))
+        elif tuple(getattr(layer, "strides", (1, 1))) == (2, 2):
+            steps.append(Downsample(layer))
+        else:
+            steps.append(Local(layer))
+    return steps
 
 
 def _conv(name, filters, kernel_size=3, strides=1, dilation_rate=1, activation="elu"):
@@ -101,9 +126,14 @@ class DeepFillV1Generator(keras.Model):
     align_corners: official neuralgym nearest resizes (x2 upsampling, mask downscale) for weight parity; the
         default pixel-repeat upsampling is the natural choice for training from scratch.
     attention_memory_budget_mb: passed to ``ContextualAttention`` (chunking of the score matrix).
+    tile_pixels: at inference, the full-resolution ends (the convolutions down to 1/4 resolution and the decoders
+        back up from it) run in bands of about this many full-resolution pixels, which bounds peak memory at high
+        resolution with identical results (``tfinpaint.layers.row_tiling``); 0 turns it off. Training always
+        runs untiled.
     """
 
-    def __init__(self, cnum=32, bgr=False, align_corners=False, attention_memory_budget_mb=256, **kwargs):
+    def __init__(self, cnum=32, bgr=False, align_corners=False, attention_memory_budget_mb=256,
+                 tile_pixels=DEFAULT_TILE_PIXELS, **kwargs):
         # The wrapper itself runs in float32 so Keras does not cast the inputs down under a mixed policy (the
         # known pixels must come back bit-exact); the sub-networks follow the global policy.
         kwargs.setdefault("dtype", "float32")
@@ -114,6 +144,9 @@ class DeepFillV1Generator(keras.Model):
         self.bgr = bool(bgr)
         self.align_corners = bool(align_corners)
         self.attention_memory_budget_mb = float(attention_memory_budget_mb)
+        if int(tile_pixels) != tile_pixels or tile_pixels < 0:
+            raise ValueError(f"DeepFillV1Generator: `tile_pixels` must be a non-negative integer, got {tile_pixels}")
+        self.tile_pixels = int(tile_pixels)
 
         def up(name, filters):
             return [NearestUpsample2D(self.align_corners, name=f"{name}_resize"), _conv(name, filters)]
@@ -189,26 +222,46 @@ class DeepFillV1Generator(keras.Model):
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
         check_image_and_mask("DeepFillV1Generator", image, mask, SIZE_FACTOR)
+        tile_rows = inference_tile_rows(image, self.tile_pixels, training)
+
+        def run(layers, x, head=False):
+            """Consecutive layers; at inference on large images the full-resolution ends (``head``: down to 1/4
+            resolution; otherwise the decoder tail back up from it) run row-tiled."""
+            if tile_rows is None:
+                for layer in layers:
+                    x = layer(x, training=training)
+                return x
+            rows, halo = (tile_rows // 4, _HEAD_HALO) if head else (tile_rows, _TAIL_HALO)
+            return map_row_tiles(x, _row_tiling_steps(layers), rows, halo, layers[-1].compute_dtype)
+
         ones = tf.ones_like(mask)
         x_in = to_internal(image, self.bgr) * (1.0 - mask)
 
-        coarse = self.coarse(tf.concat([x_in, ones, mask], axis=-1), training=training)
+        # Layers 1-4 go down to 1/4 resolution and 13-17 (the last 7 layers) come back up (spec §1.3).
+        coarse_layers = self.coarse.layers
+        coarse = run(coarse_layers[:4], tf.concat([x_in, ones, mask], axis=-1), head=True)
+        coarse = run(coarse_layers[4:-7], coarse)
+        coarse = run(coarse_layers[-7:], coarse)
         coarse = tf.clip_by_value(tf.cast(coarse, tf.float32), -1.0, 1.0)
 
         refine_input = tf.concat([composite(coarse, x_in, mask), ones, mask], axis=-1)
-        hallucinated = self.hallucination(refine_input, training=training)
+        hallucinated = run(self.hallucination.layers[:4], refine_input, head=True)
+        hallucinated = run(self.hallucination.layers[4:], hallucinated)
         # Run the attention branch after the dilated one: TensorFlow would otherwise run both full-resolution
         # branches at once, which holds both sets of temporaries (about +300 MB at 1024 x 1024).
         with tf.control_dependencies([hallucinated]):
             refine_input = tf.identity(refine_input)
-        features = self.attention_encoder(refine_input, training=training)
+        features = run(self.attention_encoder.layers[:4], refine_input, head=True)
+        features = run(self.attention_encoder.layers[4:], features)
         # The hole mask at the feature resolution (1/4), per sample.
         mask_quarter = _resize_nearest(mask, tf.shape(features)[1:3], self.align_corners)
         attended, flow = self.contextual_attention(
             [features, features, tf.cast(mask_quarter, features.dtype)], training=training
         )
         attended = self.attention_decoder(attended, training=training)
-        refined = self.refine_decoder(tf.concat([hallucinated, attended], axis=-1), training=training)
+        decoder_layers = self.refine_decoder.layers
+        refined = run(decoder_layers[:-7], tf.concat([hallucinated, attended], axis=-1))
+        refined = run(decoder_layers[-7:], refined)
         refined = tf.clip_by_value(tf.cast(refined, tf.float32), -1.0, 1.0)
 
         raw = from_internal(refined, self.bgr)
@@ -228,6 +281,7 @@ class DeepFillV1Generator(keras.Model):
             "bgr": self.bgr,
             "align_corners": self.align_corners,
             "attention_memory_budget_mb": self.attention_memory_budget_mb,
+            "tile_pixels": self.tile_pixels,
         })
         return config
 
@@ -395,11 +449,11 @@ def make_recipe(bgr=False, image_size=256, batch_size=16):
     )
 
 
-_OPTIONS = ("cnum", "dnum", "bgr", "align_corners", "attention_memory_budget_mb", "image_size")
+_OPTIONS = ("cnum", "dnum", "bgr", "align_corners", "attention_memory_budget_mb", "image_size", "tile_pixels")
 
 
 def build(cnum=32, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=256, image_size=256,
-          **unknown):
+          tile_pixels=DEFAULT_TILE_PIXELS, **unknown):
     """Registry entry: ``(DeepFillV1Generator, {"local": critic, "global": critic}, recipe)``.
 
     image_size: training crop side (multiple of 32); it fixes the critics' Dense input sizes (the global critic
@@ -413,7 +467,7 @@ def build(cnum=32, dnum=64, bgr=False, align_corners=False, attention_memory_bud
     if image_size < 32 or image_size % 32:
         raise ValueError(f"deepfill_v1.build: `image_size` must be a positive multiple of 32, got {image_size}")
     generator = DeepFillV1Generator(cnum=cnum, bgr=bgr, align_corners=align_corners,
-                                    attention_memory_budget_mb=attention_memory_budget_mb,
+                                    attention_memory_budget_mb=attention_memory_budget_mb, tile_pixels=tile_pixels,
                                     name="deepfill_v1_generator")
     critics = {
         "local": DeepFillV1Critic("local", dnum=dnum, input_size=image_size // 2, name="deepfill_v1_local_critic"),

@@ -16,13 +16,27 @@ import tensorflow as tf
 from tfinpaint import losses
 from tfinpaint.layers.contextual_attention import ContextualAttention
 from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
+from tfinpaint.layers.row_tiling import Downsample, Local, Upsample, map_row_tiles
 from tfinpaint.layers.spectral_norm import SpectralNorm
-from tfinpaint.models.common import BuildsByCalling, check_image_and_mask, composite, from_internal, to_internal
+from tfinpaint.models.common import (
+    DEFAULT_TILE_PIXELS,
+    BuildsByCalling,
+    check_image_and_mask,
+    composite,
+    from_internal,
+    inference_tile_rows,
+    to_internal,
+)
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import ModelSet, Phase, Recipe
 
 SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
+# Row-tiled inference halos (tfinpaint.layers.row_tiling), in the chains' output rows: the encoder head (two 3x3
+# stride-2 convs after a 5x5 conv) reaches 2 rows at 1/4 resolution, the decoder tail (two x2 upsamplings and
+# five 3x3 convs) 8 rows at full resolution; twice that is kept.
+_HEAD_HALO = 3
+_TAIL_HALO = 10
 
 
 def size_factor(**options) -> int:
@@ -44,6 +58,10 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
             downscaling and the attention's grid downscaling), for parity with official checkpoints. The default
             (False) repeats pixels on upsampling and subsamples on downscaling: the natural choice for training
             from scratch (align_corners=True samples a 64 -> 32 grid unevenly, spec 0.3).
+        tile_pixels: at inference, the full-resolution ends (the convolutions down to 1/4 resolution and the
+            decoder back up from it) run in bands of about this many full-resolution pixels, which bounds peak
+            memory at high resolution with identical results (``tfinpaint.layers.row_tiling``); 0 turns it off.
+            Training always runs untiled.
 
     ``call(image, mask)`` returns float32 [0, 1] tensors: ``"output"`` (composited), ``"raw"`` (stage 2),
     ``"coarse"`` (stage 1) and ``"flow"`` (colour-coded attention offsets, input resolution, visualisation only).
@@ -51,7 +69,8 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
 
     size_factor = SIZE_FACTOR
 
-    def __init__(self, cnum=48, bgr=False, attention_memory_budget_mb=256, align_corners=False, **kwargs):
+    def __init__(self, cnum=48, bgr=False, attention_memory_budget_mb=256, align_corners=False,
+                 tile_pixels=DEFAULT_TILE_PIXELS, **kwargs):
         # No input autocast under mixed precision: the float32 image must reach the final composite untouched,
         # so that known pixels stay bit-exact. The layers inside still compute in the policy's compute dtype.
         kwargs.setdefault("autocast", False)
@@ -62,6 +81,9 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
         self.bgr = bool(bgr)
         self.attention_memory_budget_mb = attention_memory_budget_mb
         self.align_corners = bool(align_corners)
+        if int(tile_pixels) != tile_pixels or tile_pixels < 0:
+            raise ValueError(f"deepfill_v2: tile_pixels must be a non-negative integer, got {tile_pixels}")
+        self.tile_pixels = int(tile_pixels)
         c = self.cnum
 
         def gated(name, filters, kernel=3, strides=1, dilation=1, activation="elu"):
@@ -133,21 +155,42 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
         dtype = self.compute_dtype
+        tile_rows = inference_tile_rows(image, self.tile_pixels, training)
+
+        def encoder_head(layers, x):
+            """The first four layers: full resolution down to 1/4 (row-tiled at inference on large images)."""
+            if tile_rows is None:
+                for layer in layers:
+                    x = layer(x, training=training)
+                return x
+            steps = [Local(layers[0]), Downsample(layers[1]), Local(layers[2]), Downsample(layers[3])]
+            return map_row_tiles(x, steps, tile_rows // 4, _HEAD_HALO, dtype)
+
+        def decoder_tail(layers, output_conv, x):
+            """upsample, conv, upsample, conv, output conv + tanh: 1/4 back to full resolution."""
+            if tile_rows is None:
+                for layer in layers:
+                    x = layer(x, training=training)
+                return tf.tanh(output_conv(x))
+            up1, conv1, up2, conv2 = layers
+            steps = [Upsample(up1.resize), Local(up1.gated_conv), Local(conv1), Upsample(up2.resize),
+                     Local(up2.gated_conv), Local(conv2), Local(lambda y: tf.tanh(output_conv(y)))]
+            return map_row_tiles(x, steps, tile_rows, _TAIL_HALO, dtype)
 
         x_full = to_internal(image, self.bgr)
         hole = tf.cast(mask, dtype)
         x_in = tf.cast(x_full, dtype) * (1.0 - hole)
 
         # Stage 1 input: [incomplete image, ones, mask] (5 channels, official).
-        x = tf.concat([x_in, tf.ones_like(hole), hole], axis=-1)
-        for layer in self.stage1:
+        x = encoder_head(self.stage1[:4], tf.concat([x_in, tf.ones_like(hole), hole], axis=-1))
+        for layer in self.stage1[4:-4]:
             x = layer(x, training=training)
-        x_stage1 = tf.tanh(self.conv17(x))
+        x_stage1 = decoder_tail(self.stage1[-4:], self.conv17, x)
 
         # Stage 2 input: the 3-channel composite of stage 1 (the official code drops the mask channels here).
         x_now = x_stage1 * hole + x_in * (1.0 - hole)
-        x = x_now
-        for layer in self.xconv:
+        x = encoder_head(self.xconv[:4], x_now)
+        for layer in self.xconv[4:]:
             x = layer(x, training=training)
         x_hallu = x
 
@@ -155,7 +198,8 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
         # branches at once, which holds both sets of temporaries (about +300 MB at 1024 x 1024).
         with tf.control_dependencies([x_hallu]):
             x = tf.identity(x_now)
-        for layer in self.pmconv:
+        x = encoder_head(self.pmconv[:4], x)
+        for layer in self.pmconv[4:]:
             x = layer(x, training=training)
         # The mask at the 1/4 feature size (official `resize_mask_like`: nearest, align_corners=True).
         quarter = tf.shape(x)[1:3]
@@ -168,9 +212,9 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
         for layer in self.pmconv_after:
             x = layer(x, training=training)
         x = tf.concat([x_hallu, x], axis=-1)
-        for layer in self.allconv:
+        for layer in self.allconv[:2]:
             x = layer(x, training=training)
-        x_stage2 = tf.tanh(self.allconv17(x))
+        x_stage2 = decoder_tail(self.allconv[2:], self.allconv17, x)
 
         raw = from_internal(x_stage2, self.bgr)
         height_width = tf.shape(image)[1:3]
@@ -186,7 +230,7 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(cnum=self.cnum, bgr=self.bgr, attention_memory_budget_mb=self.attention_memory_budget_mb,
-                      align_corners=self.align_corners)
+                      align_corners=self.align_corners, tile_pixels=self.tile_pixels)
         return config
 
 
@@ -281,7 +325,7 @@ def make_recipe(bgr=False, image_size=256) -> Recipe:
 
 
 def build(cnum=48, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=256, image_size=256,
-          **unused) -> ModelBundle:
+          tile_pixels=DEFAULT_TILE_PIXELS, **unused) -> ModelBundle:
     """Builds (and initialises the weights of) the generator, the SN-PatchGAN and the default recipe.
 
     ``image_size`` only sets the recipe's training crop (both networks are fully convolutional).
@@ -291,7 +335,8 @@ def build(cnum=48, dnum=64, bgr=False, align_corners=False, attention_memory_bud
     if unused:
         raise ValueError(f"deepfill_v2: unknown option(s) {', '.join(sorted(unused))}")
     generator = DeepFillV2Generator(cnum=cnum, bgr=bgr, align_corners=align_corners,
-                                    attention_memory_budget_mb=attention_memory_budget_mb, name="deepfill_v2_generator")
+                                    attention_memory_budget_mb=attention_memory_budget_mb, tile_pixels=tile_pixels,
+                                    name="deepfill_v2_generator")
     discriminator = SNPatchGANDiscriminator(dnum=dnum, name="sn_patch_gan")
     # Variables exist from the start (parameter counts, checkpoints and optimizers need them).
     generator.create_variables()
