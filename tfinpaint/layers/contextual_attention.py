@@ -34,6 +34,9 @@ import tensorflow as tf
 # Score-sized float32 temporaries alive at once inside one chunk (raw tile, the fused tile and the gathered or
 # shifted copies it is built from, logits, softmax): memory_budget_mb is divided by this many score rows.
 _SCORE_TEMPORARIES = 8
+# Default score-tile budget: at DeepFill's 1024 x 1024 (16384 attention cells) 64 MB is as fast as 256 MB and
+# holds 170 MB less (benchmarks/contextual_attention.py); smaller budgets get slower with little memory gain.
+DEFAULT_MEMORY_BUDGET_MB = 64
 
 
 def _fuse_offsets(fuse_k):
@@ -179,7 +182,7 @@ class ContextualAttention(keras.layers.Layer):
         mode="deepfill",
         return_flow=False,
         return_attention=False,
-        memory_budget_mb=256,
+        memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
         align_corners=None,
         query_chunk_size=None,
         **kwargs,
@@ -313,7 +316,7 @@ class ContextualAttention(keras.layers.Layer):
         key = ((y // tile_h) * tiles_x + x // tile_w) * (tile_h * tile_w) + (y % tile_h) * tile_w + x % tile_w
         return tf.argsort(key, stable=True), tile_h * tile_w
 
-    def _fused_scores(self, queries_padded, keys, cells, grid_h, grid_w):
+    def _fused_scores(self, queries_padded, keys, inverse_norms, cells, grid_h, grid_w):
         """Fused scores [B, len(cells), N] of the query cells ``cells`` against every source cell."""
         n = grid_h * grid_w
         batch = tf.shape(keys)[0]
@@ -321,7 +324,7 @@ class ContextualAttention(keras.layers.Layer):
         def raw_scores(rows):
             patches = tf.gather(queries_padded, self._query_patch_indices(rows, grid_w), axis=1)
             patches = tf.reshape(patches, [batch, tf.shape(rows)[0], -1])
-            return tf.matmul(patches, keys, transpose_b=True)
+            return tf.matmul(patches, keys, transpose_b=True) * inverse_norms
 
         if not self.fuse:
             return raw_scores(cells)
@@ -370,15 +373,17 @@ class ContextualAttention(keras.layers.Layer):
         grid_h, grid_w = height // self.rate, width // self.rate
         n = grid_h * grid_w
 
-        # Keys: normalised ksize x ksize patches of the downscaled b. sqrt(max(sum w^2, floor^2)) equals the
-        # official max(||w||, floor) but keeps the gradient finite for all-zero patches.
+        # Keys: ksize x ksize patches of the downscaled b, normalised by 1 / sqrt(max(sum w^2, floor^2)) (the
+        # official 1 / max(||w||, floor), with a finite gradient for all-zero patches). The norms come from the
+        # image (a k x k box sum of squared pixels, the same SAME zero padding) and scale the scores' columns, so
+        # no other key-sized tensor is ever held (the keys are 9x the downscaled b).
         k = self.ksize
-        keys = tf.image.extract_patches(
-            self._downscale(b32, grid_h, grid_w), [1, k, k, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME"
-        )
+        b_small = self._downscale(b32, grid_h, grid_w)
+        keys = tf.image.extract_patches(b_small, [1, k, k, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME")
         keys = tf.reshape(keys, [batch, n, k * k * channels])
-        sum_sq = tf.reduce_sum(tf.square(keys), axis=-1, keepdims=True)
-        keys = keys / tf.sqrt(tf.maximum(sum_sq, self._norm_floor**2))
+        sum_sq = tf.nn.conv2d(tf.reduce_sum(tf.square(b_small), axis=-1, keepdims=True), tf.ones([k, k, 1, 1]),
+                              1, "SAME")
+        inverse_norms = tf.reshape(tf.math.rsqrt(tf.maximum(sum_sq, self._norm_floor**2)), [batch, 1, n])
         # Queries are gathered per chunk from the SAME-padded downscaled f (never materialised as patches).
         before, after = (k - 1) // 2, k - 1 - (k - 1) // 2
         queries = tf.pad(self._downscale(f32, grid_h, grid_w), [[0, 0], [before, after], [before, after], [0, 0]])
@@ -387,9 +392,31 @@ class ContextualAttention(keras.layers.Layer):
         valid = self._valid_sources(mask, height, width, grid_h, grid_w)  # [B, N]
 
         kp, s = self._paste_kernel, self.rate
-        paste = tf.image.extract_patches(b32, [1, kp, kp, 1], [1, s, s, 1], [1, 1, 1, 1], "SAME")
-        paste = tf.reshape(paste, [batch, n, kp * kp * channels])
         pad_top = max(kp - s, 0) // 2  # TF SAME for sizes divisible by the stride
+        # Paste patches (kp <= 2s pixels from s * q - pad_top) span cells q and q + 1 of b padded by pad_top and
+        # cut into s x s blocks. Keeping the blocks ((gh + 1) x (gw + 1) x s*s*C, about b's size) instead of the
+        # N x kp*kp*C patch matrix (4x b's size for DeepFill) saves memory; `paste` below gets the same values.
+        blocks_h, blocks_w = grid_h + 1, grid_w + 1
+        blocks = tf.pad(b32, [[0, 0], [pad_top, blocks_h * s - height - pad_top],
+                              [pad_top, blocks_w * s - width - pad_top], [0, 0]])
+        if s > 1:  # (space_to_depth needs blocks of at least 2)
+            blocks = tf.nn.space_to_depth(blocks, s)
+        blocks = tf.reshape(blocks, [batch, blocks_h * blocks_w, s * s * channels])
+
+        def paste(weights):
+            """sum_q weights[p, q] * (kp x kp patch of b at source cell q) -> [B, count, kp, kp, C]."""
+            count = tf.shape(weights)[1]
+            weights = tf.reshape(weights, [batch, count, grid_h, grid_w])
+            rows = []
+            for dy in (0, 1):
+                row = []
+                for dx in (0, 1):
+                    # Block q + (dy, dx) of every source q: shift the weights by (dy, dx) instead of the blocks.
+                    shifted = tf.pad(weights, [[0, 0], [0, 0], [dy, 1 - dy], [dx, 1 - dx]])
+                    part = tf.matmul(tf.reshape(shifted, [batch, count, blocks_h * blocks_w]), blocks)
+                    row.append(tf.reshape(part, [batch, count, s, s, channels]))
+                rows.append(tf.concat(row, axis=3))
+            return tf.concat(rows, axis=2)[:, :, :kp, :kp]
 
         chunk = self._chunk_size(n)
         order, chunk = self._tile_order(grid_h, grid_w, chunk)
@@ -400,12 +427,11 @@ class ContextualAttention(keras.layers.Layer):
 
         def body(i, out, best, attention):
             cells = order[i * chunk : tf.minimum((i + 1) * chunk, n)]
-            scores = self._fused_scores(queries, keys, cells, grid_h, grid_w)
+            scores = self._fused_scores(queries, keys, inverse_norms, cells, grid_h, grid_w)
             scores = scores * valid[:, None, :]
             weights = tf.nn.softmax(scores * self.softmax_scale, axis=-1) * valid[:, None, :]
             count = tf.shape(cells)[0]
-            contributions = tf.matmul(weights, paste)  # [B, count, kp*kp*C]
-            contributions = tf.reshape(contributions, [batch, count * kp * kp, channels])
+            contributions = tf.reshape(paste(weights), [batch, count * kp * kp, channels])
             rows = (cells // grid_w)[:, None] * s - pad_top + dy
             cols = (cells % grid_w)[:, None] * s - pad_top + dx
             inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)

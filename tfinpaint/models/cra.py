@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfinpaint import losses
 from tfinpaint.layers.attention_transfer import AttentionTransfer, aggregate_residual
-from tfinpaint.layers.contextual_attention import ContextualAttention
+from tfinpaint.layers.contextual_attention import DEFAULT_MEMORY_BUDGET_MB, ContextualAttention
 from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
 from tfinpaint.models.common import BuildsByCalling, check_image_and_mask, composite, from_internal, to_internal
 from tfinpaint.models.registry import ModelBundle
@@ -72,7 +72,8 @@ class CRAGenerator(BuildsByCalling, keras.Model):
     size_factor = SIZE_FACTOR
     attention_cell = ATTENTION_CELL
 
-    def __init__(self, cnum=32, bgr=False, return_flow=True, attention_memory_budget_mb=256, **kwargs):
+    def __init__(self, cnum=32, bgr=False, return_flow=True, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
+                 **kwargs):
         # No input autocast under mixed precision: the float32 image must reach the final composite untouched,
         # so that known pixels stay bit-exact. The layers inside still compute in the policy's compute dtype.
         kwargs.setdefault("autocast", False)
@@ -326,7 +327,8 @@ def make_recipe(bgr=False, image_size=512) -> Recipe:
     )
 
 
-def build(cnum=32, dnum=64, bgr=False, image_size=512, return_flow=True, attention_memory_budget_mb=256,
+def build(cnum=32, dnum=64, bgr=False, image_size=512, return_flow=True,
+          attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
           **unused) -> ModelBundle:
     """Builds (and initialises the weights of) the generator, the critic and the default recipe.
 

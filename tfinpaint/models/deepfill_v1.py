@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfinpaint.layers.contextual_attention import ContextualAttention
+from tfinpaint.layers.contextual_attention import DEFAULT_MEMORY_BUDGET_MB, ContextualAttention
 from tfinpaint.layers.row_tiling import Downsample, Local, Upsample, map_row_tiles
 from tfinpaint.losses import gradient_penalty, l1, spatial_discount, wgan_discriminator_loss, wgan_generator_loss
 from tfinpaint.models.common import (
@@ -132,8 +132,8 @@ class DeepFillV1Generator(keras.Model):
         runs untiled.
     """
 
-    def __init__(self, cnum=32, bgr=False, align_corners=False, attention_memory_budget_mb=256,
-                 tile_pixels=DEFAULT_TILE_PIXELS, **kwargs):
+    def __init__(self, cnum=32, bgr=False, align_corners=False,
+                 attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, tile_pixels=DEFAULT_TILE_PIXELS, **kwargs):
         # The wrapper itself runs in float32 so Keras does not cast the inputs down under a mixed policy (the
         # known pixels must come back bit-exact); the sub-networks follow the global policy.
         kwargs.setdefault("dtype", "float32")
@@ -452,8 +452,8 @@ def make_recipe(bgr=False, image_size=256, batch_size=16):
 _OPTIONS = ("cnum", "dnum", "bgr", "align_corners", "attention_memory_budget_mb", "image_size", "tile_pixels")
 
 
-def build(cnum=32, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=256, image_size=256,
-          tile_pixels=DEFAULT_TILE_PIXELS, **unknown):
+def build(cnum=32, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
+          image_size=256, tile_pixels=DEFAULT_TILE_PIXELS, **unknown):
     """Registry entry: ``(DeepFillV1Generator, {"local": critic, "global": critic}, recipe)``.
 
     image_size: training crop side (multiple of 32); it fixes the critics' Dense input sizes (the global critic

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from tfinpaint import losses
-from tfinpaint.layers.contextual_attention import ContextualAttention
+from tfinpaint.layers.contextual_attention import DEFAULT_MEMORY_BUDGET_MB, ContextualAttention
 from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
 from tfinpaint.layers.row_tiling import Downsample, Local, Upsample, map_row_tiles
 from tfinpaint.layers.spectral_norm import SpectralNorm
@@ -69,7 +69,7 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
 
     size_factor = SIZE_FACTOR
 
-    def __init__(self, cnum=48, bgr=False, attention_memory_budget_mb=256, align_corners=False,
+    def __init__(self, cnum=48, bgr=False, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, align_corners=False,
                  tile_pixels=DEFAULT_TILE_PIXELS, **kwargs):
         # No input autocast under mixed precision: the float32 image must reach the final composite untouched,
         # so that known pixels stay bit-exact. The layers inside still compute in the policy's compute dtype.
@@ -324,8 +324,8 @@ def make_recipe(bgr=False, image_size=256) -> Recipe:
     )
 
 
-def build(cnum=48, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=256, image_size=256,
-          tile_pixels=DEFAULT_TILE_PIXELS, **unused) -> ModelBundle:
+def build(cnum=48, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
+          image_size=256, tile_pixels=DEFAULT_TILE_PIXELS, **unused) -> ModelBundle:
     """Builds (and initialises the weights of) the generator, the SN-PatchGAN and the default recipe.
 
     ``image_size`` only sets the recipe's training crop (both networks are fully convolutional).
