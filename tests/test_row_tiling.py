@@ -85,11 +85,13 @@ def test_map_row_tiles_rejects_unknown_steps_and_negative_halo():
 def test_deepfill_row_tiled_inference_equals_untiled(name, align_corners):
     generator = models.create(name, cnum=8, dnum=8, align_corners=align_corners, tile_pixels=0).generator
     rng = np.random.default_rng(1)
-    height, width = 104, 40  # 4 bands of 32 rows (the smallest band) at full resolution, 4 of 8 at 1/4
+    # 5 bands of 32 rows (the smallest band) at full resolution and 5 of 8 at 1/4, where the 40 rows are more than
+    # a band: the layers in between (dilated convs reaching 30 rows) must see the whole 1/4-resolution map.
+    height, width = 160, 40
     image = tf.constant(rng.uniform(size=(2, height, width, 3)), tf.float32)
     mask = np.zeros((2, height, width, 1), np.float32)
-    mask[0, 20:70, 8:30] = 1.0
-    mask[1, 50:100, 4:36] = 1.0
+    mask[0, 20:110, 8:30] = 1.0
+    mask[1, 50:150, 4:36] = 1.0
     mask = tf.constant(mask)
     expected = generator(image, mask, training=False)
     generator.tile_pixels = width * 32

@@ -48,9 +48,10 @@ __all__ = [
 
 SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
-# Row-tiled inference halos (tfinpaint.layers.row_tiling), in the chains' output rows: the encoder head (5x5 conv,
-# then 3x3 convs with two stride-2 ones) reaches 2 rows at 1/4 resolution, the decoder tail (two x2 upsamplings
-# and five 3x3 convs) 8 rows at full resolution; twice that is kept.
+# Row-tiled inference halos (tfinpaint.layers.row_tiling), in the chains' output rows: the band edges' zero padding
+# reaches 2 rows into the encoder head's output (5x5 conv, then 3x3 convs with two stride-2 ones; 1/4 resolution)
+# and 7 into the decoder tail's (two x2 upsamplings and five 3x3 convs; full resolution). One and three rows of
+# margin; tests/test_row_tiling.py fails with less than the reach.
 _HEAD_HALO = 3
 _TAIL_HALO = 10
 
@@ -224,34 +225,36 @@ class DeepFillV1Generator(keras.Model):
         check_image_and_mask("DeepFillV1Generator", image, mask, SIZE_FACTOR)
         tile_rows = inference_tile_rows(image, self.tile_pixels, training)
 
-        def run(layers, x, head=False):
-            """Consecutive layers; at inference on large images the full-resolution ends (``head``: down to 1/4
-            resolution; otherwise the decoder tail back up from it) run row-tiled."""
+        def run(layers, x):
+            for layer in layers:
+                x = layer(x, training=training)
+            return x
+
+        def run_full_resolution(layers, x, head):
+            """Layers 1-4 (``head``: full resolution down to 1/4) or 13-17 (the last 7 layers: back up from 1/4),
+            row-tiled at inference on large images. The layers in between see the whole 1/4-resolution map."""
             if tile_rows is None:
-                for layer in layers:
-                    x = layer(x, training=training)
-                return x
+                return run(layers, x)
             rows, halo = (tile_rows // 4, _HEAD_HALO) if head else (tile_rows, _TAIL_HALO)
             return map_row_tiles(x, _row_tiling_steps(layers), rows, halo, layers[-1].compute_dtype)
 
         ones = tf.ones_like(mask)
         x_in = to_internal(image, self.bgr) * (1.0 - mask)
 
-        # Layers 1-4 go down to 1/4 resolution and 13-17 (the last 7 layers) come back up (spec §1.3).
         coarse_layers = self.coarse.layers
-        coarse = run(coarse_layers[:4], tf.concat([x_in, ones, mask], axis=-1), head=True)
+        coarse = run_full_resolution(coarse_layers[:4], tf.concat([x_in, ones, mask], axis=-1), head=True)
         coarse = run(coarse_layers[4:-7], coarse)
-        coarse = run(coarse_layers[-7:], coarse)
+        coarse = run_full_resolution(coarse_layers[-7:], coarse, head=False)
         coarse = tf.clip_by_value(tf.cast(coarse, tf.float32), -1.0, 1.0)
 
         refine_input = tf.concat([composite(coarse, x_in, mask), ones, mask], axis=-1)
-        hallucinated = run(self.hallucination.layers[:4], refine_input, head=True)
+        hallucinated = run_full_resolution(self.hallucination.layers[:4], refine_input, head=True)
         hallucinated = run(self.hallucination.layers[4:], hallucinated)
         # Run the attention branch after the dilated one: TensorFlow would otherwise run both full-resolution
         # branches at once, which holds both sets of temporaries (about +300 MB at 1024 x 1024).
         with tf.control_dependencies([hallucinated]):
             refine_input = tf.identity(refine_input)
-        features = run(self.attention_encoder.layers[:4], refine_input, head=True)
+        features = run_full_resolution(self.attention_encoder.layers[:4], refine_input, head=True)
         features = run(self.attention_encoder.layers[4:], features)
         # The hole mask at the feature resolution (1/4), per sample.
         mask_quarter = _resize_nearest(mask, tf.shape(features)[1:3], self.align_corners)
@@ -261,7 +264,7 @@ class DeepFillV1Generator(keras.Model):
         attended = self.attention_decoder(attended, training=training)
         decoder_layers = self.refine_decoder.layers
         refined = run(decoder_layers[:-7], tf.concat([hallucinated, attended], axis=-1))
-        refined = run(decoder_layers[-7:], refined)
+        refined = run_full_resolution(decoder_layers[-7:], refined, head=False)
         refined = tf.clip_by_value(tf.cast(refined, tf.float32), -1.0, 1.0)
 
         raw = from_internal(refined, self.bgr)

@@ -32,9 +32,10 @@ from tfinpaint.training.recipe import ModelSet, Phase, Recipe
 
 SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
-# Row-tiled inference halos (tfinpaint.layers.row_tiling), in the chains' output rows: the encoder head (two 3x3
-# stride-2 convs after a 5x5 conv) reaches 2 rows at 1/4 resolution, the decoder tail (two x2 upsamplings and
-# five 3x3 convs) 8 rows at full resolution; twice that is kept.
+# Row-tiled inference halos (tfinpaint.layers.row_tiling), in the chains' output rows: the band edges' zero padding
+# reaches 2 rows into the encoder head's output (5x5 conv, then 3x3 convs with two stride-2 ones; 1/4 resolution)
+# and 7 into the decoder tail's (two x2 upsamplings and five 3x3 convs; full resolution). One and three rows of
+# margin, as in deepfill_v1.
 _HEAD_HALO = 3
 _TAIL_HALO = 10
 
