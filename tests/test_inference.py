@@ -65,6 +65,10 @@ def test_output_is_the_network_prediction_in_holes(inpainter):
     result = inpainter(image, hole)
     expected = np.clip(np.rint(stages["raw"] * 255), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(result[hole > 0], expected[hole > 0])
+    # Without steps only the prediction leaves the graph (less memory), with the same values.
+    raw_only = inpainter.run_network(image, hole, ("raw",))
+    assert set(raw_only) == {"raw"} and {"raw", "output"} <= set(stages)
+    np.testing.assert_array_equal(raw_only["raw"], stages["raw"])
 
 
 def test_padding_reflects_and_crops_back():
@@ -86,9 +90,9 @@ def test_large_image_uses_bounded_working_region(checkpoint, monkeypatch):
     seen = []
     original = inpainter.run_network
 
-    def spy(image, hole):
+    def spy(image, hole, *args):
         seen.append(hole.shape)
-        return original(image, hole)
+        return original(image, hole, *args)
 
     monkeypatch.setattr(inpainter, "run_network", spy)
     image, _ = random_case(120, 200)

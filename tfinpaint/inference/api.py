@@ -109,6 +109,10 @@ def _hole_region(hole: np.ndarray, context: float = 1.0):
     return (max(0, top - grow_y), min(height, bottom + grow_y), max(0, left - grow_x), min(width, right + grow_x))
 
 
+# Network outputs an Inpainter can return ("output" is the network's own composite; "raw" is what gets pasted).
+STAGES = ("output", "raw", "coarse", "flow")
+
+
 class Inpainter:
     """A generator wrapped for inference on single images of any size.
 
@@ -124,27 +128,30 @@ class Inpainter:
         self.size_factor = registry.size_factor(model_name, **self._model_options())
         self.max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS.get(model_name, 1024 * 1024))
         self.mask_polarity = mask_polarity
-        self._run = tf.function(
-            self._forward,
-            input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32),
-                             tf.TensorSpec([1, None, None, 1], tf.float32)],
-        )
+        self._runs = {}  # one compiled graph per set of returned stages
 
     def _model_options(self) -> dict:
         return {key: value for key, value in self.options.items() if key != "vgg_weights"}
 
-    def _forward(self, image, mask):
-        outputs = self.generator(image, mask, training=False)
-        return {key: tf.cast(value, tf.float32) for key, value in outputs.items()
-                if key in ("output", "raw", "coarse", "flow")}
+    def _compiled(self, stages):
+        if stages not in self._runs:
+            def forward(image, mask):
+                outputs = self.generator(image, mask, training=False)
+                return {key: tf.cast(value, tf.float32) for key, value in outputs.items() if key in stages}
 
-    def run_network(self, image: np.ndarray, hole: np.ndarray) -> dict:
+            self._runs[stages] = tf.function(forward, input_signature=[
+                tf.TensorSpec([1, None, None, 3], tf.float32), tf.TensorSpec([1, None, None, 1], tf.float32)])
+        return self._runs[stages]
+
+    def run_network(self, image: np.ndarray, hole: np.ndarray, stages=STAGES) -> dict:
         """Runs the network on an image whose size may be anything: reflect-pads to the size factor and
-        crops every stage back. Returns float32 [H, W, 3] stages in [0, 1]."""
+        crops every stage back. Returns float32 [H, W, 3] ``stages`` (those the model has) in [0, 1]; asking for
+        "raw" alone keeps the other full-resolution stages out of memory."""
         height, width = hole.shape
         padded_image = _pad_to_multiple(image, self.size_factor).astype(np.float32) / 255.0
         padded_hole = _pad_to_multiple(hole, self.size_factor)
-        outputs = self._run(tf.constant(padded_image[None]), tf.constant(padded_hole[None, :, :, None]))
+        run = self._compiled(tuple(stages))
+        outputs = run(tf.constant(padded_image[None]), tf.constant(padded_hole[None, :, :, None]))
         return {key: np.clip(value.numpy()[0, :height, :width], 0.0, 1.0) for key, value in outputs.items()}
 
     def __call__(self, image, mask, return_steps: bool = False):
@@ -161,7 +168,8 @@ class Inpainter:
             prediction = prediction.astype(np.float32) / 255.0
             top, left = 0, 0
         else:
-            prediction, region_steps, (top, left) = self._predict_region(image, hole)
+            stages = STAGES if return_steps else ("raw",)
+            prediction, region_steps, (top, left) = self._predict_region(image, hole, stages)
         result = image.copy()
         region = result[top:top + prediction.shape[0], left:left + prediction.shape[1]]
         region_hole = hole[top:top + prediction.shape[0], left:left + prediction.shape[1]] > 0.5
@@ -177,14 +185,14 @@ class Inpainter:
         steps["output"] = result
         return result, steps
 
-    def _predict_region(self, image: np.ndarray, hole: np.ndarray):
+    def _predict_region(self, image: np.ndarray, hole: np.ndarray, stages=STAGES):
         """Prediction for the working region: the whole image when it is small enough, else the region around
         the holes, downscaled to at most ``max_pixels``. Returns (prediction [h, w, 3] in [0, 1] at the
         region's resolution, stages, (top, left))."""
         height, width = hole.shape
         if height * width <= self.max_pixels:
-            stages = self.run_network(image, hole)
-            return stages["raw"], stages, (0, 0)
+            outputs = self.run_network(image, hole, stages)
+            return outputs["raw"], outputs, (0, 0)
         top, bottom, left, right = _hole_region(hole)
         crop_image = image[top:bottom, left:right]
         crop_hole = hole[top:bottom, left:right]
@@ -195,12 +203,12 @@ class Inpainter:
             small_image = cv2.resize(crop_image, small_size, interpolation=cv2.INTER_AREA)
             # Any hole pixel inside a downscaled pixel makes it a hole, so no hole pixel is left unpredicted.
             small_hole = (cv2.resize(crop_hole, small_size, interpolation=cv2.INTER_AREA) > 0).astype(np.float32)
-            stages = self.run_network(small_image, small_hole)
-            prediction = cv2.resize(stages["raw"], (crop_w, crop_h), interpolation=cv2.INTER_CUBIC)
+            outputs = self.run_network(small_image, small_hole, stages)
+            prediction = cv2.resize(outputs["raw"], (crop_w, crop_h), interpolation=cv2.INTER_CUBIC)
         else:
-            stages = self.run_network(crop_image, crop_hole)
-            prediction = stages["raw"]
-        return np.clip(prediction, 0.0, 1.0), stages, (top, left)
+            outputs = self.run_network(crop_image, crop_hole, stages)
+            prediction = outputs["raw"]
+        return np.clip(prediction, 0.0, 1.0), outputs, (top, left)
 
 
 def _masked_view(image: np.ndarray, hole: np.ndarray) -> np.ndarray:

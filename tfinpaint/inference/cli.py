@@ -112,7 +112,10 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
                 hole = mask_lib.indexed_mask(mask_type, image.shape[0], image.shape[1], mask_seed, index)
             else:
                 hole = _as_hole_mask(mask_for[index], image.shape[:2], mask_polarity, name=mask_for[index])
-            result, steps = inpainter(image, hole, return_steps=True)
+            if save_steps:
+                result, steps = inpainter(image, hole, return_steps=True)
+            else:  # the network's other stages are then never computed into memory
+                result = inpainter(image, hole)
             imageio.write_image(target, result)
             if save_steps:
                 stem, _ = os.path.splitext(target)
