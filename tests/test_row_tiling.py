@@ -103,3 +103,19 @@ def test_deepfill_row_tiled_inference_equals_untiled(name, align_corners):
         np.testing.assert_allclose(tiled[key].numpy(), expected[key].numpy(), rtol=0, atol=1e-5, err_msg=key)
         np.testing.assert_allclose(graph[key].numpy(), expected[key].numpy(), rtol=0, atol=1e-5, err_msg=key)
     assert generator.get_config()["tile_pixels"] == width * 32
+
+
+@pytest.mark.parametrize("name", ["deepfill_v1", "deepfill_v2"])
+def test_row_tiled_inference_under_bfloat16(name):
+    from tfinpaint.inference.api import build_generator
+
+    generator = build_generator(name, {"cnum": 8, "tile_pixels": 0}, precision="bfloat16")
+    rng = np.random.default_rng(2)
+    image = tf.constant(rng.uniform(size=(1, 96, 32, 3)), tf.float32)
+    mask = np.zeros((1, 96, 32, 1), np.float32)
+    mask[0, 30:80, 6:26] = 1.0
+    expected = generator(image, mask, training=False)["raw"].numpy()
+    generator.tile_pixels = 32 * 32
+    tiled = generator(image, mask, training=False)["raw"]
+    assert tiled.dtype == tf.float32
+    np.testing.assert_allclose(tiled.numpy(), expected, rtol=0, atol=1e-2)
