@@ -225,7 +225,8 @@ def build_generator(model_name: str, options: dict, precision: str = "float32"):
     """Builds a generator by name and creates its weights with one small forward pass.
 
     precision "bfloat16" computes in bfloat16 (``mixed_bfloat16`` policy; variables stay float32, so the same
-    checkpoints restore): lower peak memory (DeepFill at 1024 x 1024: 1103 MB instead of about 1140 MB) on CPUs with bf16 support.
+    checkpoints restore): lower peak memory on CPUs with bf16 support (DeepFill at 1024 x 1024: 1103 MB instead of
+    about 1140 MB).
     Known pixels stay bit-exact either way (compositing is done on the uint8 input).
     """
     import keras
