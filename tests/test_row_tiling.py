@@ -119,3 +119,10 @@ def test_row_tiled_inference_under_bfloat16(name):
     tiled = generator(image, mask, training=False)["raw"]
     assert tiled.dtype == tf.float32
     np.testing.assert_allclose(tiled.numpy(), expected, rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["deepfill_v1", "deepfill_v2"])
+@pytest.mark.parametrize("bad", [-1, 2.5])
+def test_deepfill_rejects_a_bad_tile_pixels(name, bad):
+    with pytest.raises(ValueError, match="tile_pixels"):
+        models.create(name, cnum=8, dnum=8, tile_pixels=bad)

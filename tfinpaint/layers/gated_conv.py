@@ -220,11 +220,9 @@ class GatedUpsample2D(keras.layers.Layer):
         """The layer's resize: x2 by default, or to ``size`` = [height, width] (row-tiled inference resizes the
         width of a band of rows with it, see ``tfinpaint.layers.row_tiling``)."""
         static_hw = inputs.shape[1:3]
-        if size is not None:
-            pass
-        elif None in static_hw:
+        if size is None and None in static_hw:
             size = tf.shape(inputs)[1:3] * 2
-        else:  # static sizes keep static output shapes in graph mode
+        elif size is None:  # static sizes keep static output shapes in graph mode
             size = [2 * static_hw[0], 2 * static_hw[1]]
         # The raw ops are what tf.compat.v1.image.resize_bilinear / resize_nearest_neighbor run, with the TF1
         # flags spelled out and without their deprecation warnings.

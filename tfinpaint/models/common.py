@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfinpaint.layers.row_tiling import map_row_tiles
+
 
 def to_signed(image_unit):
     """[0, 1] -> [-1, 1] (DeepFill / HiFill internal range)."""
@@ -114,6 +116,19 @@ def crop_patches(images, offsets, patch_height, patch_width):
 # (tfinpaint.layers.row_tiling): 256 rows at 1024 px wide. Smaller bands lower the peak a little more and add
 # halo recomputation.
 DEFAULT_TILE_PIXELS = 1024 * 256
+# Halos of DeepFill v1/v2's banded ends (both have the same shape), in the chains' output rows: the band edges'
+# zero padding reaches 2 rows into the encoder head's output (5x5 conv, then 3x3 convs with two stride-2 ones;
+# 1/4 resolution) and 7 into the decoder tail's (two x2 upsamplings and five 3x3 convs; full resolution). One and
+# three rows of margin; tests/test_row_tiling.py fails with less than the reach.
+_HEAD_HALO = 3
+_TAIL_HALO = 10
+
+
+def check_tile_pixels(owner, tile_pixels) -> int:
+    """``tile_pixels`` as an int, or a one-line ValueError naming ``owner``."""
+    if int(tile_pixels) != tile_pixels or tile_pixels < 0:
+        raise ValueError(f"{owner}: `tile_pixels` must be a non-negative integer, got {tile_pixels}")
+    return int(tile_pixels)
 
 
 def inference_tile_rows(image, tile_pixels, training, multiple=4, min_rows=32):
@@ -127,3 +142,10 @@ def inference_tile_rows(image, tile_pixels, training, multiple=4, min_rows=32):
         return None
     rows = tf.maximum(int(tile_pixels) // tf.shape(image)[2], min_rows)
     return rows // multiple * multiple
+
+
+def map_full_resolution_end(x, steps, tile_rows, head, dtype):
+    """A DeepFill full-resolution end, banded: the encoder ``head`` (full resolution down to 1/4, bands of
+    ``tile_rows // 4`` output rows) or the decoder tail (1/4 back up to full resolution, bands of ``tile_rows``)."""
+    rows, halo = (tile_rows // 4, _HEAD_HALO) if head else (tile_rows, _TAIL_HALO)
+    return map_row_tiles(x, steps, rows, halo, dtype)

@@ -21,16 +21,18 @@ import keras
 import tensorflow as tf
 
 from tfinpaint.layers.contextual_attention import DEFAULT_MEMORY_BUDGET_MB, ContextualAttention
-from tfinpaint.layers.row_tiling import Downsample, Local, Upsample, map_row_tiles
+from tfinpaint.layers.row_tiling import Downsample, Local, Upsample
 from tfinpaint.losses import gradient_penalty, l1, spatial_discount, wgan_discriminator_loss, wgan_generator_loss
 from tfinpaint.models.common import (
     DEFAULT_TILE_PIXELS,
     check_image_and_mask,
+    check_tile_pixels,
     composite,
     crop_patches,
     from_internal,
     hole_bbox_offsets,
     inference_tile_rows,
+    map_full_resolution_end,
     to_internal,
     to_signed,
 )
@@ -48,12 +50,6 @@ __all__ = [
 
 SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
-# Row-tiled inference halos (tfinpaint.layers.row_tiling), in the chains' output rows: the band edges' zero padding
-# reaches 2 rows into the encoder head's output (5x5 conv, then 3x3 convs with two stride-2 ones; 1/4 resolution)
-# and 7 into the decoder tail's (two x2 upsamplings and five 3x3 convs; full resolution). One and three rows of
-# margin; tests/test_row_tiling.py fails with less than the reach.
-_HEAD_HALO = 3
-_TAIL_HALO = 10
 
 
 def _resize_nearest(x, size, align_corners):
@@ -145,9 +141,7 @@ class DeepFillV1Generator(keras.Model):
         self.bgr = bool(bgr)
         self.align_corners = bool(align_corners)
         self.attention_memory_budget_mb = float(attention_memory_budget_mb)
-        if int(tile_pixels) != tile_pixels or tile_pixels < 0:
-            raise ValueError(f"DeepFillV1Generator: `tile_pixels` must be a non-negative integer, got {tile_pixels}")
-        self.tile_pixels = int(tile_pixels)
+        self.tile_pixels = check_tile_pixels("DeepFillV1Generator", tile_pixels)
 
         def up(name, filters):
             return [NearestUpsample2D(self.align_corners, name=f"{name}_resize"), _conv(name, filters)]
@@ -235,8 +229,7 @@ class DeepFillV1Generator(keras.Model):
             row-tiled at inference on large images. The layers in between see the whole 1/4-resolution map."""
             if tile_rows is None:
                 return run(layers, x)
-            rows, halo = (tile_rows // 4, _HEAD_HALO) if head else (tile_rows, _TAIL_HALO)
-            return map_row_tiles(x, _row_tiling_steps(layers), rows, halo, layers[-1].compute_dtype)
+            return map_full_resolution_end(x, _row_tiling_steps(layers), tile_rows, head, layers[-1].compute_dtype)
 
         ones = tf.ones_like(mask)
         x_in = to_internal(image, self.bgr) * (1.0 - mask)

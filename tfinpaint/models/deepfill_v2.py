@@ -16,15 +16,17 @@ import tensorflow as tf
 from tfinpaint import losses
 from tfinpaint.layers.contextual_attention import DEFAULT_MEMORY_BUDGET_MB, ContextualAttention
 from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
-from tfinpaint.layers.row_tiling import Downsample, Local, Upsample, map_row_tiles
+from tfinpaint.layers.row_tiling import Downsample, Local, Upsample
 from tfinpaint.layers.spectral_norm import SpectralNorm
 from tfinpaint.models.common import (
     DEFAULT_TILE_PIXELS,
     BuildsByCalling,
     check_image_and_mask,
+    check_tile_pixels,
     composite,
     from_internal,
     inference_tile_rows,
+    map_full_resolution_end,
     to_internal,
 )
 from tfinpaint.models.registry import ModelBundle
@@ -32,12 +34,6 @@ from tfinpaint.training.recipe import ModelSet, Phase, Recipe
 
 SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
-# Row-tiled inference halos (tfinpaint.layers.row_tiling), in the chains' output rows: the band edges' zero padding
-# reaches 2 rows into the encoder head's output (5x5 conv, then 3x3 convs with two stride-2 ones; 1/4 resolution)
-# and 7 into the decoder tail's (two x2 upsamplings and five 3x3 convs; full resolution). One and three rows of
-# margin, as in deepfill_v1.
-_HEAD_HALO = 3
-_TAIL_HALO = 10
 
 
 def size_factor(**options) -> int:
@@ -82,9 +78,7 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
         self.bgr = bool(bgr)
         self.attention_memory_budget_mb = attention_memory_budget_mb
         self.align_corners = bool(align_corners)
-        if int(tile_pixels) != tile_pixels or tile_pixels < 0:
-            raise ValueError(f"deepfill_v2: tile_pixels must be a non-negative integer, got {tile_pixels}")
-        self.tile_pixels = int(tile_pixels)
+        self.tile_pixels = check_tile_pixels("deepfill_v2", tile_pixels)
         c = self.cnum
 
         def gated(name, filters, kernel=3, strides=1, dilation=1, activation="elu"):
@@ -165,7 +159,7 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
                     x = layer(x, training=training)
                 return x
             steps = [Local(layers[0]), Downsample(layers[1]), Local(layers[2]), Downsample(layers[3])]
-            return map_row_tiles(x, steps, tile_rows // 4, _HEAD_HALO, dtype)
+            return map_full_resolution_end(x, steps, tile_rows, head=True, dtype=dtype)
 
         def decoder_tail(layers, output_conv, x):
             """upsample, conv, upsample, conv, output conv + tanh: 1/4 back to full resolution."""
@@ -176,7 +170,7 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
             up1, conv1, up2, conv2 = layers
             steps = [Upsample(up1.resize), Local(up1.gated_conv), Local(conv1), Upsample(up2.resize),
                      Local(up2.gated_conv), Local(conv2), Local(lambda y: tf.tanh(output_conv(y)))]
-            return map_row_tiles(x, steps, tile_rows, _TAIL_HALO, dtype)
+            return map_full_resolution_end(x, steps, tile_rows, head=False, dtype=dtype)
 
         x_full = to_internal(image, self.bgr)
         hole = tf.cast(mask, dtype)
