@@ -260,3 +260,56 @@ def test_bfloat16_precision_restores_the_same_weights_and_keeps_known_pixels(che
     assert np.mean(np.abs(result.astype(np.int32) - full)) < 4.0
     with pytest.raises(ValueError, match="precision"):
         tfinpaint.load(checkpoint, precision="float16")
+
+
+def _photo_and_valid_mask(folder, height=36, width=44):
+    """A photo and its mask file in NVIDIA/HiFill polarity (white = known, black = hole)."""
+    image, hole = random_case(height, width, seed=5)
+    os.makedirs(folder, exist_ok=True)
+    imageio.write_image(os.path.join(folder, "photo.png"), image)
+    mask_path = os.path.join(os.path.dirname(folder), "photo_valid.png")
+    masks.write_mask(mask_path, 1 - hole)
+    return image, hole, mask_path
+
+
+def test_infer_py_valid_polarity_mask_file_keeps_known_pixels(tmp_path, checkpoint, inpainter):
+    """Regression: the CLI read the file with --mask_polarity valid and the inpainter inverted it again, so the
+    hole was kept and the whole known area replaced (exit code 0)."""
+    inputs = str(tmp_path / "in")
+    image, hole, mask_path = _photo_and_valid_mask(inputs)
+    out = str(tmp_path / "out")
+    command = [sys.executable, os.path.join(REPO, "infer.py"), "--__gpath__", checkpoint, "--__flist__", inputs,
+               "--__mlist__", mask_path, "--mask_polarity", "valid", "--out", out]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = imageio.read_image(os.path.join(out, "photo.png"))
+    np.testing.assert_array_equal(written[hole == 0], image[hole == 0])
+    # The hole is filled with the network's prediction, exactly as the API does with the hole array.
+    np.testing.assert_array_equal(written, inpainter(image, hole))
+
+
+def test_polarity_is_applied_once_through_the_api(tmp_path, checkpoint, inpainter):
+    image, hole, mask_path = _photo_and_valid_mask(str(tmp_path / "in"))
+    expected = inpainter(image, hole)
+    valid_inpainter = tfinpaint.load(checkpoint, mask_polarity="valid")
+    # An explicit polarity wins over the inpainter's own, and is applied once.
+    np.testing.assert_array_equal(tfinpaint.inpaint(image, hole, model=valid_inpainter, mask_polarity="hole"),
+                                  expected)
+    # Without one, the inpainter's polarity reads the (white = known) file and array.
+    np.testing.assert_array_equal(tfinpaint.inpaint(image, mask_path, model=valid_inpainter), expected)
+    np.testing.assert_array_equal(valid_inpainter(image, 1 - hole), expected)
+    np.testing.assert_array_equal(tfinpaint.inpaint(image, mask_path, model=checkpoint, mask_polarity="valid"),
+                                  expected)
+
+
+def test_cli_generated_masks_ignore_the_file_polarity(tmp_path, checkpoint):
+    """Generated masks are hole masks: --mask_polarity (a property of mask files) must not invert them."""
+    inputs = str(tmp_path / "in")
+    os.makedirs(inputs)
+    image, _ = random_case(40, 48)
+    imageio.write_image(os.path.join(inputs, "a.png"), image)
+    out = str(tmp_path / "out")
+    cli.run(checkpoint, inputs, out, gen_masks=True, mask_type="bbox", mask_seed=3, mask_polarity="valid")
+    hole = masks.indexed_mask("bbox", 40, 48, 3, 0)
+    written = imageio.read_image(os.path.join(out, "a.png"))
+    np.testing.assert_array_equal(written[hole == 0], image[hole == 0])

@@ -118,6 +118,9 @@ class Inpainter:
 
     ``inpainter(image, mask)`` returns the completed RGB ``uint8`` image; with ``return_steps=True`` it also
     returns the intermediate stages (dict of RGB ``uint8`` images at the size the network saw).
+
+    ``mask_polarity`` is how this inpainter reads the masks it is given (files and arrays alike) unless a call
+    names its own: the polarity is applied exactly once, by the call that receives the user's mask.
     """
 
     def __init__(self, generator, model_name: str, options: Optional[dict] = None,
@@ -154,9 +157,11 @@ class Inpainter:
         outputs = run(tf.constant(padded_image[None]), tf.constant(padded_hole[None, :, :, None]))
         return {key: np.clip(value.numpy()[0, :height, :width], 0.0, 1.0) for key, value in outputs.items()}
 
-    def __call__(self, image, mask, return_steps: bool = False):
+    def __call__(self, image, mask, return_steps: bool = False, mask_polarity: Optional[str] = None):
+        """``mask_polarity``: how to read ``mask`` ("hole": white / 1 = hole; "valid": white / 1 = known);
+        ``None`` uses the polarity this inpainter was loaded with."""
         image = _as_image(image)
-        hole = _as_hole_mask(mask, image.shape[:2], self.mask_polarity)
+        hole = _as_hole_mask(mask, image.shape[:2], mask_polarity or self.mask_polarity)
         if not hole.any():
             result = image.copy()
             return (result, {"masked": image.copy(), "output": result}) if return_steps else result
@@ -268,19 +273,20 @@ def load(ckpt_dir, model: Optional[str] = None, max_pixels: Optional[int] = None
     return Inpainter(generator, name, build_options, max_pixels=max_pixels, mask_polarity=mask_polarity)
 
 
-def inpaint(image, mask, model=None, mask_polarity: str = "hole", return_steps: bool = False, **kwargs):
+def inpaint(image, mask, model=None, mask_polarity: Optional[str] = None, return_steps: bool = False, **kwargs):
     """Inpaints one image.
 
     image: H x W x 3 ``uint8`` RGB array (grayscale / RGBA / 16-bit accepted) or a file path.
     mask: H x W array (1 / True / >127 = hole) or a mask file path (white = hole; ``mask_polarity="valid"``
         reads white = known).
     model: an ``Inpainter`` (fastest for several images) or a checkpoint folder.
+    mask_polarity: how to read ``mask``; ``None`` means the given ``Inpainter``'s own polarity ("hole" for a
+        checkpoint folder). It is applied once, to ``mask`` as given.
     Returns the completed H x W x 3 ``uint8`` RGB image.
     """
     if model is None:
         raise ValueError("inpaint: pass model=<checkpoint folder> or model=tfinpaint.load(<checkpoint folder>)")
-    inpainter = model if isinstance(model, Inpainter) else load(model, mask_polarity=mask_polarity, **kwargs)
-    if isinstance(model, Inpainter) and mask_polarity != inpainter.mask_polarity:
-        hole = _as_hole_mask(mask, _as_image(image).shape[:2], mask_polarity)
-        return inpainter(image, hole, return_steps=return_steps)
+    if isinstance(model, Inpainter):
+        return model(image, mask, return_steps=return_steps, mask_polarity=mask_polarity)
+    inpainter = load(model, mask_polarity=mask_polarity or "hole", **kwargs)
     return inpainter(image, mask, return_steps=return_steps)

@@ -96,7 +96,8 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
         mask_for = [None] * len(images)
     else:
         raise ValueError("give masks with --__mlist__ or generate them with --__gen_masks__ true")
-    inpainter = load(gpath, model=model, max_pixels=max_pixels, mask_polarity=mask_polarity, precision=precision)
+    # The polarity is applied once, when a mask file is read below; the inpainter then gets hole arrays.
+    inpainter = load(gpath, model=model, max_pixels=max_pixels, precision=precision)
     counts = {"written": 0, "skipped": 0, "kept": 0}
     started = time.time()
     for index, image_path in enumerate(images):
@@ -113,9 +114,9 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
             else:
                 hole = _as_hole_mask(mask_for[index], image.shape[:2], mask_polarity, name=mask_for[index])
             if save_steps:
-                result, steps = inpainter(image, hole, return_steps=True)
+                result, steps = inpainter(image, hole, return_steps=True, mask_polarity="hole")
             else:  # the network's other stages are then never computed into memory
-                result = inpainter(image, hole)
+                result = inpainter(image, hole, mask_polarity="hole")
             imageio.write_image(target, result)
             if save_steps:
                 stem, _ = os.path.splitext(target)
