@@ -1,0 +1,336 @@
+"""The inference pipeline: one TensorFlow graph from a uint8 photo and its hole mask to the completed uint8 photo.
+
+``tfinpaint.load(...)`` (the ``Inpainter``) and the exported SavedModel both run this module's graph, so the API and
+the export give the same bytes. Everything around the network happens here:
+
+* reflect padding of the network input to the model's size factor, and cropping back;
+* the high-resolution strategy (names as in IOPaint, which photo-editing users know):
+
+  - ``original``: the network sees the whole image at full resolution;
+  - ``crop``: each group of holes (holes closer than twice the margin form one group) is cut out with its bounding
+    box grown by ``crop_margin`` pixels of context; a crop whose long side exceeds the model's working size is
+    downscaled to it (area averages), inpainted, and its prediction upscaled back (bicubic);
+  - ``resize``: the whole image is downscaled to ``resize_limit`` on its long side, inpainted and upscaled back;
+  - ``cra``: CRA/HiFill's own (network at the working size, the high-frequency residual aggregated at full
+    resolution with the network's attention, Yi et al. 2020);
+
+  ``crop`` and ``resize`` apply only above ``trigger_size`` (long side); smaller images run ``original``;
+* compositing: the prediction is rounded to grey levels and pasted into the hole pixels only, so known pixels are
+  the input's own bytes whatever the strategy.
+
+The graph takes dynamic height and width, so one trace serves every photo size (``traces`` counts them).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+
+STRATEGIES = ("original", "crop", "resize", "cra")
+# Grid cell (pixels) on which holes are grouped for the crop strategy; boxes are refined to exact pixels after.
+_GROUP_CELL = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class HDSettings:
+    """How an image larger than the model's working size reaches the network (see the module docstring).
+
+    strategy: one of ``STRATEGIES``. working_size: longest side a crop may have at the network (larger crops are
+    downscaled to it); for ``cra`` the side the network runs at. crop_margin: context pixels around each hole group.
+    resize_limit: long side of the ``resize`` strategy's network input. trigger_size: images whose long side is at
+    most this run ``original`` under ``crop`` and ``resize``.
+    """
+
+    strategy: str = "original"
+    working_size: int = 512
+    crop_margin: int = 128
+    resize_limit: int = 1024
+    trigger_size: int = 1024
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"hd_strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        for name in ("working_size", "crop_margin", "resize_limit", "trigger_size"):
+            value = getattr(self, name)
+            lowest = 0 if name == "crop_margin" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                kind = "non-negative" if lowest == 0 else "positive"
+                raise ValueError(f"hd_{name} must be a {kind} integer, got {value!r}")
+
+
+def pad_indices(size, target, symmetric):
+    """Source index of each position 0..target-1 along an axis of length ``size`` padded at its end, as
+    ``numpy.pad(mode="symmetric")`` when ``symmetric`` else ``mode="reflect"`` (periodic, so any padding works)."""
+    positions = tf.range(target)
+
+    def fold(period, mirror_offset):
+        phase = positions % tf.maximum(period, 1)
+        return tf.where(phase >= size, period - mirror_offset - phase, phase)
+
+    return tf.where(symmetric, fold(2 * size, 1), fold(2 * size - 2, 0))
+
+
+def pad_to_multiple(image, hole, factor):
+    """Pads [H, W, C] ``image`` and [H, W] ``hole`` at the bottom / right to multiples of ``factor`` by reflection
+    (symmetric on both axes when a side is 1 pixel, since a 1-pixel side has nothing to reflect)."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    symmetric = tf.minimum(height, width) <= 1
+    rows = pad_indices(height, (height + factor - 1) // factor * factor, symmetric)
+    cols = pad_indices(width, (width + factor - 1) // factor * factor, symmetric)
+
+    def pad(x):
+        return tf.gather(tf.gather(x, rows, axis=0), cols, axis=1)
+
+    return pad(image), pad(hole)
+
+
+def _to_levels(unit):
+    """[0, 1] floats -> int32 grey levels (int32: TFLite's float -> uint8 cast is unreliable)."""
+    return tf.cast(tf.round(tf.clip_by_value(unit, 0.0, 1.0) * 255.0), tf.int32)
+
+
+def _scaled_side(side, scale):
+    return tf.maximum(1, tf.cast(tf.round(tf.cast(side, tf.float64) * scale), tf.int32))
+
+
+def _downscale(image, hole, scale):
+    """Area-averaged uint8 image and hole of ``scale`` (<= 1) times the size; a small pixel is a hole if any
+    pixel under it is, so no hole pixel is left unpredicted."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    size = tf.stack([_scaled_side(height, scale), _scaled_side(width, scale)])
+    small = tf.image.resize(image, size, method="area")
+    small = tf.cast(tf.clip_by_value(tf.round(small), 0.0, 255.0), tf.uint8)
+    small_hole = tf.image.resize(tf.cast(hole, tf.float32)[:, :, None], size, method="area")[:, :, 0] > 0
+    return small, small_hole
+
+
+def _upscale(prediction, height, width):
+    return tf.clip_by_value(tf.image.resize(prediction, tf.stack([height, width]), method="bicubic"), 0.0, 1.0)
+
+
+def hole_groups(hole, margin, cell=_GROUP_CELL):
+    """Cell-aligned boxes [N, 4] (top, bottom, left, right; int32) around groups of holes: holes closer than about
+    ``2 * margin`` pixels share a group. Computed on a grid of ``cell``-pixel cells by propagating labels through the
+    dilated hole cells, so it is graph code with no Python loop over pixels."""
+    height, width = tf.shape(hole)[0], tf.shape(hole)[1]
+    grid_h, grid_w = (height + cell - 1) // cell, (width + cell - 1) // cell
+    padded = tf.pad(hole, [[0, grid_h * cell - height], [0, grid_w * cell - width]])
+    occupied = tf.reduce_any(tf.reshape(padded, tf.stack([grid_h, cell, grid_w, cell])), axis=[1, 3])
+    radius = (int(margin) + cell - 1) // cell
+    dilated = tf.nn.max_pool2d(tf.cast(occupied, tf.float32)[None, :, :, None], 2 * radius + 1, 1, "SAME")[0, :, :, 0]
+    dilated = dilated > 0
+    # Every dilated cell starts with its own label; each round takes the largest label among its neighbours.
+    labels = tf.where(dilated, tf.reshape(tf.range(1, grid_h * grid_w + 1, dtype=tf.float32), tf.stack([grid_h, grid_w])),
+                      0.0)
+
+    def spread(current, _):
+        grown = tf.where(dilated, tf.nn.max_pool2d(current[None, :, :, None], 3, 1, "SAME")[0, :, :, 0], 0.0)
+        return grown, tf.reduce_any(tf.not_equal(grown, current))
+
+    labels, _ = tf.while_loop(lambda _, changed: changed, spread, (labels, tf.constant(True)))
+    cells = tf.cast(tf.where(occupied), tf.int32)  # hole cells [M, 2]
+    ids, group = tf.unique(tf.gather_nd(labels, cells))
+    count = tf.size(ids)
+    first = tf.math.unsorted_segment_min(cells, group, count)
+    last = tf.math.unsorted_segment_max(cells, group, count)
+    top, left = first[:, 0] * cell, first[:, 1] * cell
+    bottom = tf.minimum((last[:, 0] + 1) * cell, height)
+    right = tf.minimum((last[:, 1] + 1) * cell, width)
+    return tf.stack([top, bottom, left, right], axis=1)
+
+
+def _exact_box(hole, box):
+    """The box shrunk to the exact extent of the hole pixels inside it."""
+    region = hole[box[0]:box[1], box[2]:box[3]]
+    rows = tf.cast(tf.reshape(tf.where(tf.reduce_any(region, axis=1)), [-1]), tf.int32)
+    cols = tf.cast(tf.reshape(tf.where(tf.reduce_any(region, axis=0)), [-1]), tf.int32)
+    return (box[0] + rows[0], box[0] + rows[-1] + 1, box[2] + cols[0], box[2] + cols[-1] + 1)
+
+
+class InpaintingPipeline(tf.Module):
+    """A generator plus everything around it, as one graph: ``pipeline(image_uint8, hole_bool) -> uint8``.
+
+    generator: called as ``generator(image [1, h, w, 3] float [0, 1], mask [1, h, w, 1], training=False)``
+    returning a dict with at least ``"raw"`` (and ``"output"`` / ``"attention"`` for the ``cra`` strategy).
+    size_factor: network input sides are padded to its multiples. attention_cell: pixels per attention cell of a
+    CRA generator at its working size.
+    """
+
+    def __init__(self, generator, size_factor: int, settings: Optional[HDSettings] = None,
+                 attention_cell: Optional[int] = None):
+        super().__init__()
+        # Only the weights are tracked: a tracked Keras model would trace its own default signature on save.
+        object.__setattr__(self, "generator", generator)
+        self.weights = list(generator.variables)
+        self.size_factor = int(size_factor)
+        self.settings = settings or HDSettings()
+        if self.settings.strategy == "cra" and not attention_cell:
+            raise ValueError("the cra strategy needs a generator with contextual residual aggregation (CRA/HiFill)")
+        self.attention_cell = attention_cell
+        self.traces = 0
+        self._functions = {}
+
+    # -- entry points ------------------------------------------------------------------------------------------
+    def function(self, stages=()):
+        """The compiled graph returning the uint8 output and the working-resolution ``stages`` of the network
+        (float32 [h, w, 3] in [0, 1]) of the first network run. One trace for any image size."""
+        stages = tuple(stages)
+        if stages not in self._functions:
+            def run(image, hole):
+                self.traces += 1  # runs only while tracing
+                return self.inpaint(image, hole, stages)
+
+            self._functions[stages] = tf.function(run, input_signature=[
+                tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
+                tf.TensorSpec([None, None], tf.bool, name="hole")])
+        return self._functions[stages]
+
+    def __call__(self, image, hole, stages=()):
+        return self.function(stages)(image, hole)
+
+    # -- graph code --------------------------------------------------------------------------------------------
+    def inpaint(self, image, hole, stages=()):
+        """image uint8 [H, W, 3], hole bool [H, W] -> (uint8 [H, W, 3], {stage: float32 [h, w, 3]})."""
+        tf.debugging.assert_equal(tf.shape(hole), tf.shape(image)[:2], message="the mask must be H x W of the image")
+        strategy = self.settings.strategy
+        long_side = tf.maximum(tf.shape(image)[0], tf.shape(image)[1])
+        if strategy == "cra":
+            return self._cra(image, hole, stages)
+        if strategy == "original":
+            return self._whole(image, hole, stages, 1.0)
+        small = long_side <= self.settings.trigger_size
+        if strategy == "resize":
+            scale = tf.minimum(tf.constant(1.0, tf.float64), self.settings.resize_limit / tf.cast(long_side, tf.float64))
+            return self._whole(image, hole, stages, tf.where(small, tf.constant(1.0, tf.float64), scale))
+        return tf.cond(small, lambda: self._whole(image, hole, stages, 1.0), lambda: self._crops(image, hole, stages))
+
+    def network(self, image, hole, stages=()):
+        """The network on a uint8 image of any size: padded to the size factor, cropped back. Returns float32
+        [h, w, 3] "raw" plus ``stages``."""
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        padded_image, padded_hole = pad_to_multiple(image, tf.cast(hole, tf.float32), self.size_factor)
+        outputs = self.generator(tf.cast(padded_image, tf.float32)[None] / 255.0, padded_hole[None, :, :, None],
+                                 training=False)
+        return {key: tf.cast(outputs[key], tf.float32)[0, :height, :width] for key in ("raw", *stages)
+                if key in outputs}
+
+    def _network_at_scale(self, image, hole, scale, stages):
+        """The network on ``image`` downscaled by ``scale`` (no resampling at 1); the raw prediction comes back
+        at the image's size."""
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+
+        def native():
+            return self.network(image, hole, stages)
+
+        def scaled():
+            small, small_hole = _downscale(image, hole, scale)
+            outputs = self.network(small, small_hole, stages)
+            outputs["raw"] = _upscale(outputs["raw"], height, width)
+            return outputs
+
+        if isinstance(scale, float):
+            return native() if scale >= 1.0 else scaled()
+        return tf.cond(scale < 1.0, scaled, native)
+
+    def _whole(self, image, hole, stages, scale):
+        outputs = self._network_at_scale(image, hole, scale, stages)
+        levels = _to_levels(outputs.pop("raw"))
+        return tf.cast(tf.where(hole[:, :, None], levels, tf.cast(image, tf.int32)), tf.uint8), outputs
+
+    def _crops(self, image, hole, stages):
+        boxes = hole_groups(hole, self.settings.crop_margin)
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        margin = int(self.settings.crop_margin)
+
+        def paste(result, index, with_stages):
+            top, bottom, left, right = _exact_box(hole, boxes[index])
+            top, left = tf.maximum(top - margin, 0), tf.maximum(left - margin, 0)
+            bottom, right = tf.minimum(bottom + margin, height), tf.minimum(right + margin, width)
+            crop, crop_hole = image[top:bottom, left:right], hole[top:bottom, left:right]
+            long_side = tf.cast(tf.maximum(bottom - top, right - left), tf.float64)
+            scale = tf.minimum(tf.constant(1.0, tf.float64), self.settings.working_size / long_side)
+            outputs = self._network_at_scale(crop, crop_hole, scale, stages if with_stages else ())
+            where = tf.where(crop_hole)
+            values = tf.gather_nd(tf.cast(_to_levels(outputs.pop("raw")), tf.uint8), where)
+            offset = tf.cast(tf.stack([top, left]), tf.int64)
+            return tf.tensor_scatter_nd_update(result, where + offset, values), outputs
+
+        def paste_rest(result, start):
+            _, result = tf.while_loop(lambda index, _: index < tf.shape(boxes)[0],
+                                      lambda index, current: (index + 1, paste(current, index, False)[0]),
+                                      (tf.constant(start), result))
+            return result
+
+        if not stages:
+            return paste_rest(image, 0), {}
+
+        def first_with_stages():
+            result, outputs = paste(image, 0, True)
+            return paste_rest(result, 1), outputs
+
+        def nothing():  # no hole at all: the image, and the stages of the untouched image
+            unit = tf.cast(image, tf.float32) / 255.0
+            return image, {key: unit for key in stages}
+
+        return tf.cond(tf.shape(boxes)[0] > 0, first_with_stages, nothing)
+
+    def _cra(self, image, hole, stages):
+        """CRA/HiFill at high resolution: the network at ``working_size`` on the long side, the high-frequency
+        residual aggregated at full resolution with the network's attention matrix; images at most that size
+        run whole."""
+        working = int(self.settings.working_size)
+        long_side = tf.maximum(tf.shape(image)[0], tf.shape(image)[1])
+        return tf.cond(long_side > working, lambda: self._cra_high_res(image, hole, stages),
+                       lambda: self._whole(image, hole, stages, 1.0))
+
+    def _cra_high_res(self, image, hole, stages):
+        from tfinpaint.layers.attention_transfer import aggregate_residual
+
+        factor, cell, working = self.size_factor, int(self.attention_cell), int(self.settings.working_size)
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        scale = working / tf.cast(tf.maximum(height, width), tf.float64)
+
+        def short(side):
+            # The short side is the multiple of the factor nearest to keeping the aspect ratio.
+            return tf.maximum(factor, tf.cast(tf.round(tf.cast(side, tf.float64) * scale / factor), tf.int32) * factor)
+
+        small_h = tf.where(height >= width, working, short(height))
+        small_w = tf.where(height >= width, short(width), working)
+        grid_h, grid_w = small_h // cell, small_w // cell
+        hole_u8 = tf.cast(hole, tf.uint8)[None, :, :, None]
+        small_image = tf.image.resize(image[None], tf.stack([small_h, small_w]), method="area")[0] / 255.0
+        small_hole = tf.cast(tf.image.resize(hole_u8, tf.stack([small_h, small_w]), method="area")[0] > 0, tf.float32)
+        outputs = self.generator(small_image[None], small_hole[None], training=False)
+        small_output = tf.cast(outputs["output"], tf.float32)
+        attention = tf.cast(outputs["attention"], tf.float32)
+
+        # A full-resolution grid of square cells with the working image's proportions; the input is resized to it
+        # only when its sides are not already those multiples of the grid.
+        side = tf.maximum((height + grid_h - 1) // grid_h, (width + grid_w - 1) // grid_w)
+        big_h, big_w = grid_h * side, grid_w * side
+        big_size = tf.stack([big_h, big_w])
+        resized = tf.logical_or(tf.not_equal(big_h, height), tf.not_equal(big_w, width))
+        # Conservative: a pixel touched by any hole pixel stays out of the residual.
+        big_hole = tf.cond(resized, lambda: tf.image.resize(hole_u8, big_size, method="bilinear") > 0,
+                           lambda: hole[None, :, :, None])
+        result = image
+        for channel in range(3):
+            plane = image[None, :, :, channel:channel + 1]
+            large = tf.cond(resized, lambda: tf.image.resize(plane, big_size, method="bilinear") / 255.0,
+                            lambda: tf.cast(plane, tf.float32) / 255.0)
+            base = tf.image.resize(small_image[None, :, :, channel:channel + 1], big_size, method="bilinear")
+            residual = tf.where(big_hole, 0.0, large - base)
+            upsampled = tf.image.resize(small_output[:, :, :, channel:channel + 1], big_size, method="bilinear")
+            value = tf.clip_by_value(upsampled + aggregate_residual(residual, attention), 0.0, 1.0) * 255.0
+            # One channel at a time bounds the float32 working set (each waits for the previous one's result).
+            with tf.control_dependencies([result]):
+                value = tf.identity(value)
+            # Back to the input's size before rounding.
+            value = tf.cond(resized, lambda: tf.image.resize(value, tf.stack([height, width]), method="bilinear"),
+                            lambda: value)
+            levels = tf.cast(tf.round(value), tf.uint8)[0, :, :, 0]
+            result = tf.concat([result[:, :, :channel], tf.where(hole, levels, result[:, :, channel])[:, :, None],
+                                result[:, :, channel + 1:]], axis=2)
+        steps = {key: tf.cast(outputs[key], tf.float32)[0] for key in stages if key in outputs}
+        return result, steps
