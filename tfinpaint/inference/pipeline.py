@@ -191,8 +191,17 @@ class InpaintingPipeline(tf.Module):
 
     # -- graph code --------------------------------------------------------------------------------------------
     def inpaint(self, image, hole, stages=()):
-        """image uint8 [H, W, 3], hole bool [H, W] -> (uint8 [H, W, 3], {stage: float32 [h, w, 3]})."""
+        """image uint8 [H, W, 3], hole bool [H, W] -> (uint8 [H, W, 3], {stage: float32 [h, w, 3]}); a stage the
+        network does not have comes back empty ([0, 0, 3]); without holes the image comes back as it is."""
         tf.debugging.assert_equal(tf.shape(hole), tf.shape(image)[:2], message="the mask must be H x W of the image")
+
+        def nothing():
+            unit = tf.cast(image, tf.float32) / 255.0
+            return image, {key: unit for key in stages}
+
+        return tf.cond(tf.reduce_any(hole), lambda: self._strategy(image, hole, stages), nothing)
+
+    def _strategy(self, image, hole, stages):
         strategy = self.settings.strategy
         long_side = tf.maximum(tf.shape(image)[0], tf.shape(image)[1])
         if strategy == "cra":
@@ -212,8 +221,8 @@ class InpaintingPipeline(tf.Module):
         padded_image, padded_hole = pad_to_multiple(image, tf.cast(hole, tf.float32), self.size_factor)
         outputs = self.generator(tf.cast(padded_image, tf.float32)[None] / 255.0, padded_hole[None, :, :, None],
                                  training=False)
-        return {key: tf.cast(outputs[key], tf.float32)[0, :height, :width] for key in ("raw", *stages)
-                if key in outputs}
+        return {key: tf.cast(outputs[key], tf.float32)[0, :height, :width] if key in outputs else tf.zeros([0, 0, 3])
+                for key in ("raw", *stages)}
 
     def _network_at_scale(self, image, hole, scale, stages):
         """The network on ``image`` downscaled by ``scale`` (no resampling at 1); the raw prediction comes back
@@ -264,16 +273,8 @@ class InpaintingPipeline(tf.Module):
 
         if not stages:
             return paste_rest(image, 0), {}
-
-        def first_with_stages():
-            result, outputs = paste(image, 0, True)
-            return paste_rest(result, 1), outputs
-
-        def nothing():  # no hole at all: the image, and the stages of the untouched image
-            unit = tf.cast(image, tf.float32) / 255.0
-            return image, {key: unit for key in stages}
-
-        return tf.cond(tf.shape(boxes)[0] > 0, first_with_stages, nothing)
+        result, outputs = paste(image, 0, True)  # the stages of the first group's network run
+        return paste_rest(result, 1), outputs
 
     def _cra(self, image, hole, stages):
         """CRA/HiFill at high resolution: the network at ``working_size`` on the long side, the high-frequency
@@ -285,8 +286,9 @@ class InpaintingPipeline(tf.Module):
                        lambda: self._whole(image, hole, stages, 1.0))
 
     def _cra_high_res(self, image, hole, stages):
-        from tfinpaint.layers.attention_transfer import aggregate_residual
-
+        """Only the cells around the holes are computed at full resolution: the residual of every source cell is
+        streamed one row of cells at a time into the attention-weighted sums of the cells the holes need, so memory
+        stays a few bands of the image whatever its size (108 MP included)."""
         factor, cell, working = self.size_factor, int(self.attention_cell), int(self.settings.working_size)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         scale = working / tf.cast(tf.maximum(height, width), tf.float64)
@@ -298,39 +300,117 @@ class InpaintingPipeline(tf.Module):
         small_h = tf.where(height >= width, working, short(height))
         small_w = tf.where(height >= width, short(width), working)
         grid_h, grid_w = small_h // cell, small_w // cell
-        hole_u8 = tf.cast(hole, tf.uint8)[None, :, :, None]
-        small_image = tf.image.resize(image[None], tf.stack([small_h, small_w]), method="area")[0] / 255.0
-        small_hole = tf.cast(tf.image.resize(hole_u8, tf.stack([small_h, small_w]), method="area")[0] > 0, tf.float32)
-        outputs = self.generator(small_image[None], small_hole[None], training=False)
-        small_output = tf.cast(outputs["output"], tf.float32)
-        attention = tf.cast(outputs["attention"], tf.float32)
+        small_image, small_hole = _area_downscale(image, hole, small_h, small_w)
+        outputs = self.generator(small_image[None], tf.cast(small_hole, tf.float32)[None, :, :, None], training=False)
+        small_output = tf.cast(outputs["output"], tf.float32)[0]
+        attention = tf.cast(outputs["attention"], tf.float32)[0]
 
-        # A full-resolution grid of square cells with the working image's proportions; the input is resized to it
-        # only when its sides are not already those multiples of the grid.
+        # A full-resolution grid of square cells (side `side`) with the working image's proportions, at least the
+        # image's size; the image is resampled to it (bilinear; the identity when the sizes agree).
         side = tf.maximum((height + grid_h - 1) // grid_h, (width + grid_w - 1) // grid_w)
         big_h, big_w = grid_h * side, grid_w * side
-        big_size = tf.stack([big_h, big_w])
-        resized = tf.logical_or(tf.not_equal(big_h, height), tf.not_equal(big_w, width))
-        # Conservative: a pixel touched by any hole pixel stays out of the residual.
-        big_hole = tf.cond(resized, lambda: tf.image.resize(hole_u8, big_size, method="bilinear") > 0,
-                           lambda: hole[None, :, :, None])
-        result = image
-        for channel in range(3):
-            plane = image[None, :, :, channel:channel + 1]
-            large = tf.cond(resized, lambda: tf.image.resize(plane, big_size, method="bilinear") / 255.0,
-                            lambda: tf.cast(plane, tf.float32) / 255.0)
-            base = tf.image.resize(small_image[None, :, :, channel:channel + 1], big_size, method="bilinear")
-            residual = tf.where(big_hole, 0.0, large - base)
-            upsampled = tf.image.resize(small_output[:, :, :, channel:channel + 1], big_size, method="bilinear")
-            value = tf.clip_by_value(upsampled + aggregate_residual(residual, attention), 0.0, 1.0) * 255.0
-            # One channel at a time bounds the float32 working set (each waits for the previous one's result).
-            with tf.control_dependencies([result]):
-                value = tf.identity(value)
-            # Back to the input's size before rounding.
-            value = tf.cond(resized, lambda: tf.image.resize(value, tf.stack([height, width]), method="bilinear"),
-                            lambda: value)
-            levels = tf.cast(tf.round(value), tf.uint8)[0, :, :, 0]
-            result = tf.concat([result[:, :, :channel], tf.where(hole, levels, result[:, :, channel])[:, :, None],
-                                result[:, :, channel + 1:]], axis=2)
-        steps = {key: tf.cast(outputs[key], tf.float32)[0] for key in stages if key in outputs}
+
+        # The cells whose pixels the holes' bounding box reads when the grid is resampled back to the image.
+        rows = tf.cast(tf.reshape(tf.where(tf.reduce_any(hole, axis=1)), [-1]), tf.int32)
+        cols = tf.cast(tf.reshape(tf.where(tf.reduce_any(hole, axis=0)), [-1]), tf.int32)
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        row_lower, row_upper, _ = _bilinear_taps(big_h, height, top, bottom - top)
+        col_lower, col_upper, _ = _bilinear_taps(big_w, width, left, right - left)
+        cell_top, cell_bottom = row_lower[0] // side, row_upper[-1] // side + 1
+        cell_left, cell_right = col_lower[0] // side, col_upper[-1] // side + 1
+        block_rows, block_cols = cell_bottom - cell_top, cell_right - cell_left
+        wanted = tf.reshape((tf.range(cell_top, cell_bottom)[:, None] * grid_w
+                             + tf.range(cell_left, cell_right)[None, :]), [-1])
+        weights = tf.gather(attention, wanted)  # [cells wanted, N]
+        hole_u8 = tf.cast(hole, tf.uint8)[:, :, None]
+
+        def source_band(band, total):
+            start = band * side
+            residual_rows = _resize_band(image, height, width, big_h, big_w, start, side) / 255.0
+            base = _resize_band(small_image, small_h, small_w, big_h, big_w, start, side)
+            band_hole = _resize_band(hole_u8, height, width, big_h, big_w, start, side) > 0
+            residual = tf.where(band_hole, 0.0, residual_rows - base)  # [side, big_w, 3]
+            residual = tf.reshape(tf.transpose(tf.reshape(residual, tf.stack([side, grid_w, side, 3])), [1, 0, 2, 3]),
+                                  tf.stack([grid_w, side * side * 3]))
+            band_weights = weights[:, band * grid_w:(band + 1) * grid_w]
+            return band + 1, total + tf.matmul(band_weights, residual)
+
+        total = tf.zeros(tf.stack([tf.size(wanted), side * side * 3]))
+        _, total = tf.while_loop(lambda band, _: band < grid_h, source_band, (tf.constant(0), total),
+                                 parallel_iterations=1)
+        aggregated = tf.reshape(tf.transpose(tf.reshape(total, tf.stack([block_rows, block_cols, side, side, 3])),
+                                             [0, 2, 1, 3, 4]), tf.stack([block_rows * side, block_cols * side, 3]))
+        region_top, region_left = cell_top * side, cell_left * side
+        upsampled = _resize_region(small_output, small_h, small_w, big_h, big_w, region_top, block_rows * side,
+                                   region_left, block_cols * side)
+        value = tf.clip_by_value(upsampled + aggregated, 0.0, 1.0) * 255.0
+        # Back to the input's size (bilinear) over the holes' bounding box, before rounding.
+        value = _resize_region(value, big_h, big_w, height, width, top, bottom - top, left, right - left,
+                               offset=(region_top, region_left))
+        levels = tf.cast(tf.round(value), tf.uint8)
+        where = tf.where(hole[top:bottom, left:right])
+        result = tf.tensor_scatter_nd_update(image, where + tf.cast(tf.stack([top, left]), tf.int64),
+                                             tf.gather_nd(levels, where))
+        steps = {key: tf.cast(outputs[key], tf.float32)[0] if key in outputs else tf.zeros([0, 0, 3]) for key in stages}
         return result, steps
+
+
+def _bilinear_taps(in_size, out_size, start, count):
+    """Source rows (lower, upper) and weights of ``tf.image.resize(..., "bilinear")`` (half-pixel centres, no
+    antialiasing) for output positions ``start .. start + count - 1`` of an axis resized from ``in_size`` to
+    ``out_size``. Equal sizes give the identity exactly."""
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    position = (tf.cast(tf.range(start, start + count), tf.float32) + 0.5) * scale - 0.5
+    floor = tf.floor(position)
+    lower = tf.maximum(tf.cast(floor, tf.int32), 0)
+    upper = tf.minimum(tf.cast(tf.math.ceil(position), tf.int32), in_size - 1)
+    return lower, upper, position - floor
+
+
+def _resize_region(x, in_h, in_w, out_h, out_w, top, rows, left, cols, offset=(0, 0)):
+    """Rows ``top ..`` and columns ``left ..`` of ``x`` [H', W', C] bilinearly resized from ``in_h x in_w`` to
+    ``out_h x out_w``, where ``x`` holds the input from row / column ``offset`` on (only what those outputs read)."""
+    lower, upper, weight = _bilinear_taps(in_h, out_h, top, rows)
+    # Rows are gathered before the cast, so a uint8 image is never converted whole.
+    a = tf.cast(tf.gather(x, lower - offset[0], axis=0), tf.float32)
+    b = tf.cast(tf.gather(x, upper - offset[0], axis=0), tf.float32)
+    x = a + (b - a) * weight[:, None, None]
+    lower, upper, weight = _bilinear_taps(in_w, out_w, left, cols)
+    a, b = tf.gather(x, lower - offset[1], axis=1), tf.gather(x, upper - offset[1], axis=1)
+    return a + (b - a) * weight[None, :, None]
+
+
+def _resize_band(x, in_h, in_w, out_h, out_w, top, rows):
+    """Full-width rows ``top .. top + rows - 1`` of ``x`` bilinearly resized to ``out_h x out_w`` (float32)."""
+    return _resize_region(x, in_h, in_w, out_h, out_w, top, rows, 0, out_w)
+
+
+def _area_downscale(image, hole, height, width, band=256):
+    """``tf.image.resize(image, (height, width), "area")`` / 255 and the small hole (any hole pixel under a small
+    pixel), computed one band of input rows at a time as products with box-filter matrices, so a 108 MP photo is
+    never held as float32 whole."""
+    in_h, in_w = tf.shape(image)[0], tf.shape(image)[1]
+
+    def box(in_size, out_size):
+        # Overlap of input pixel [x, x + 1) with output pixel i's span [i s, (i + 1) s), divided by s.
+        ratio = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
+        starts = tf.cast(tf.range(out_size), tf.float64)[:, None] * ratio
+        pixels = tf.cast(tf.range(in_size), tf.float64)[None, :]
+        overlap = tf.minimum(pixels + 1.0, starts + ratio) - tf.maximum(pixels, starts)
+        return tf.cast(tf.maximum(overlap, 0.0) / ratio, tf.float32)
+
+    rows, cols = box(in_h, height), box(in_w, width)
+
+    def add_band(start, image_sum, hole_sum):
+        stop = tf.minimum(start + band, in_h)
+        pixels = tf.concat([tf.cast(image[start:stop], tf.float32), tf.cast(hole[start:stop], tf.float32)[:, :, None]],
+                           axis=2)
+        narrowed = tf.einsum("wx,bxc->bwc", cols, pixels)
+        summed = tf.einsum("hb,bwc->hwc", rows[:, start:stop], narrowed)
+        return stop, image_sum + summed[:, :, :3], hole_sum + summed[:, :, 3]
+
+    _, image_sum, hole_sum = tf.while_loop(
+        lambda start, *_: start < in_h, add_band,
+        (tf.constant(0), tf.zeros(tf.stack([height, width, 3])), tf.zeros(tf.stack([height, width]))),
+        parallel_iterations=1)
+    return image_sum / 255.0, hole_sum > 0
