@@ -25,15 +25,17 @@ SIZE = 32
 # ------------------------------------------------------------------------------------------------ tiny model
 class TinyGenerator(keras.Model):
     """Two conv stages (coarse, refined) on the masked image and the mask. The refinement layers sit in a list,
-    like most of the zoo's layers: Keras 3 hides those from TensorFlow's checkpoint object graph."""
+    like most of the zoo's layers: Keras 3 hides those from TensorFlow's checkpoint object graph. Layers are
+    named, as the zoo's are, so their paths (the checkpoint keys) do not depend on what the process built
+    before."""
 
     def __init__(self, cnum=4, **kwargs):
         super().__init__(**kwargs)
         self.cnum = cnum
-        self.coarse_hidden = keras.layers.Conv2D(cnum, 3, padding="same", activation="relu")
-        self.coarse_out = keras.layers.Conv2D(3, 3, padding="same")
-        self.refine = [keras.layers.Conv2D(cnum, 3, padding="same", activation="relu"),
-                       keras.layers.Conv2D(3, 3, padding="same")]
+        self.coarse_hidden = keras.layers.Conv2D(cnum, 3, padding="same", activation="relu", name="coarse_hidden")
+        self.coarse_out = keras.layers.Conv2D(3, 3, padding="same", name="coarse_out")
+        self.refine = [keras.layers.Conv2D(cnum, 3, padding="same", activation="relu", name="refine_hidden"),
+                       keras.layers.Conv2D(3, 3, padding="same", name="refine_out")]
 
     def call(self, image, mask, training=None):
         image = tf.cast(image, self.compute_dtype)
@@ -56,8 +58,8 @@ class TinyGenerator(keras.Model):
 class TinyCritic(keras.Model):
     def __init__(self, dnum=4, **kwargs):
         super().__init__(**kwargs)
-        self.conv = keras.layers.Conv2D(dnum, 3, strides=2, padding="same", activation="relu")
-        self.score = keras.layers.Dense(1)
+        self.conv = keras.layers.Conv2D(dnum, 3, strides=2, padding="same", activation="relu", name="conv")
+        self.score = keras.layers.Dense(1, name="score")
 
     def call(self, image, training=None):
         features = self.conv(tf.cast(image, self.compute_dtype))
