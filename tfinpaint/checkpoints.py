@@ -179,13 +179,22 @@ def check_matches(path: str, expected: dict, stored: dict, sections: list) -> No
         return any(key[: len(section)] == section for section in sections)
 
     held = {key: shape for key, shape in stored.items() if in_sections(key)}
+    for section in sections:
+        if is_positional(held, section):
+            count = sum(key[: len(section)] == section for key in held)
+            wanted = sum(key[: len(section)] == section for key in expected)
+            if count != wanted:
+                raise CheckpointMismatchError(f"{path}: the checkpoint stores {_describe(section)} by position "
+                                              f"(first-release format) with {count} variables; the model has "
+                                              f"{wanted}, so its layers differ")
     for key, variable in expected.items():
         if key not in held:
             raise CheckpointMismatchError(f"{path}: the checkpoint has no variable {_describe(key)} (it holds "
                                           f"{len(held)} variables there; the model has {len(expected)})")
         if tuple(held[key]) != tuple(variable.shape):
-            raise CheckpointMismatchError(f"{path}: variable {_describe(key)} has shape {list(held[key])} in the "
-                                          f"checkpoint, {list(variable.shape)} in the model")
+            where = f" ({variable.path} in the model)" if key[-1].isdigit() else ""
+            raise CheckpointMismatchError(f"{path}: variable {_describe(key)}{where} has shape {list(held[key])} "
+                                          f"in the checkpoint, {list(variable.shape)} in the model")
     for key in held:
         if key not in expected:
             raise CheckpointMismatchError(f"{path}: the checkpoint holds variable {_describe(key)}, which the "
