@@ -12,6 +12,8 @@ setup(
         "numpy",
         "opencv-python-headless",
         "absl-py",
+        # `tensorboard --logdir` views the training logs; TensorFlow 2.21 no longer installs it.
+        "tensorboard>=2.21,<2.22",
         # Built-in sample photos for the README's main command (no downloads at run time).
         "scikit-image",
         "scikit-learn",

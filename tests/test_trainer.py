@@ -470,3 +470,130 @@ def test_every_model_trains_and_restores(name, tmp_path, random_vgg_weights, wit
     for a, b in zip(saved, all_weights(trainer)):
         np.testing.assert_array_equal(a, b)
     assert int(trainer.step.numpy()) == 1
+
+
+def _tiny_command(photos, ckpt_dir, *extra):
+    return [sys.executable, "train.py", "--model", "tests.test_trainer:build_tiny", "--__flist__", str(photos),
+            "--img_size", "32", "--batch_size", "2", "--ckpt_dir", str(ckpt_dir), "--preview_every", "0", *extra]
+
+
+CLI_ENV = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+def test_cli_survives_a_closed_progress_pipe_and_ctrl_c_saves_and_exits_non_zero(tmp_path):
+    """`train.py | tee log`, then Ctrl-C: tee dies first, so progress writes hit a closed pipe. Training goes
+    on, the interrupt saves the promised checkpoint and the exit code says the run was interrupted."""
+    photos = _write_photos(tmp_path / "photos")
+    ckpt_dir = tmp_path / "ckpt"
+    process = subprocess.Popen(_tiny_command(photos, ckpt_dir, "--max_steps", "100000", "--log_every", "1",
+                                             "--save_every", "4"),
+                               cwd=REPO, env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        for line in process.stdout:  # the first progress line, then the reader goes away
+            assert time.time() < deadline
+            if line.startswith("step "):
+                break
+        process.stdout.close()
+        while _latest_step(ckpt_dir) < 8:  # two more checkpoints: training went on after the pipe broke
+            assert process.poll() is None and time.time() < deadline, process.stderr.read()[-3000:]
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-3000:]
+    stopped = [line for line in stderr.splitlines() if line.startswith("stopped by SIGINT at step ")]
+    assert len(stopped) == 1, stderr[-3000:]
+    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    assert _latest_step(ckpt_dir) == step >= 8 and stopped[0].endswith(f"checkpoint {ckpt_dir / f'ckpt-{step}'}")
+
+
+_FAILING_DISK = """
+import errno, os, sys
+import tensorflow as tf
+real_save = tf.train.CheckpointManager.save
+
+def save(self, checkpoint_number=None, **kwargs):
+    if checkpoint_number is not None and checkpoint_number >= 4:  # the disk fills up after step 2's save
+        os.makedirs(os.path.join(self.directory, f"ckpt-{checkpoint_number}_temp"), exist_ok=True)
+        with open(os.path.join(self.directory, f"ckpt-{checkpoint_number}.index"), "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+tf.train.CheckpointManager.save = save
+sys.argv = ["train.py"] + sys.argv[1:]
+from absl import app
+from tfinpaint.training.cli import main
+app.run(main)
+"""
+
+
+def test_cli_failed_save_is_one_line_keeps_the_last_good_checkpoint_and_counts_lost_steps(tmp_path):
+    photos = _write_photos(tmp_path / "photos")
+    ckpt_dir = tmp_path / "ckpt"
+    command = _tiny_command(photos, ckpt_dir, "--max_steps", "10", "--save_every", "2")
+    finished = subprocess.run([sys.executable, "-c", _FAILING_DISK, *command[2:]], cwd=REPO, env=CLI_ENV,
+                              capture_output=True, text=True, timeout=240)
+    assert finished.returncode == 1, finished.stderr[-3000:]
+    assert "Traceback" not in finished.stderr, finished.stderr[-3000:]
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last == (f"train.py: error: {ckpt_dir}: saving the checkpoint of step 4 failed (No space left on "
+                    f"device); the last good checkpoint {ckpt_dir / 'ckpt-2'} is kept: 2 step(s) lost"), last
+    assert sorted(os.listdir(ckpt_dir)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "logs",
+                                            "model.json"]
+    assert Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=10)).restored_from == str(ckpt_dir / "ckpt-2")
+
+
+def test_cli_newcomer_sequence_clear_errors_and_file_permissions(tmp_path):
+    """The README's order of commands: a narrow first run, then one with the default width into the same
+    folder (an error that says what differs and how to fix it), a negative loss weight (refused), a run
+    started from the first one's weights (--init_from). Files follow the umask (not 0600)."""
+    photos = _write_photos(tmp_path / "photos")
+    ckpt_dir = tmp_path / "ckpt"
+
+    def run(*extra):
+        return subprocess.run(_tiny_command(photos, ckpt_dir, *extra), cwd=REPO, env=CLI_ENV, capture_output=True,
+                              text=True, timeout=240, preexec_fn=lambda: os.umask(0o022))
+
+    first = run("--cnum", "8", "--max_steps", "1", "--preview_every", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    written = [os.path.join(folder, name) for folder, _, names in os.walk(ckpt_dir) for name in names]
+    assert any(name.endswith(".png") for name in written) and any("tfevents" in name for name in written)
+    modes = {os.path.relpath(path, ckpt_dir): oct(os.stat(path).st_mode & 0o777) for path in written}
+    assert set(modes.values()) == {"0o644"}, modes
+
+    second = run("--max_steps", "2")
+    assert second.returncode == 1
+    last = second.stderr.strip().splitlines()[-1]
+    assert "cnum 8 there, unset (the default) in this run" in last, last
+    assert "--ckpt_dir" in last and "--cnum 8" in last and "Traceback" not in second.stderr
+
+    negative = run("--cnum", "8", "--max_steps", "2", "--__lambda_l1__", "-1")
+    assert negative.returncode == 1
+    assert negative.stderr.strip().splitlines()[-1] == (
+        "train.py: error: --__lambda_l1__ -1: loss weights must be >= 0 (a negative weight makes training "
+        "increase that loss)")
+
+    started = subprocess.run(_tiny_command(photos, tmp_path / "second", "--cnum", "8", "--max_steps", "1",
+                                           "--init_from", str(ckpt_dir)),
+                             cwd=REPO, env=CLI_ENV, capture_output=True, text=True, timeout=240)
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert f"initialised from {ckpt_dir}: fresh optimizers, step 0" in started.stdout
+    assert _latest_step(tmp_path / "second") == 1
+
+
+def test_cli_pconv_trains_without_vgg_weights_when_perceptual_and_style_are_off(tmp_path):
+    photos = _write_photos(tmp_path / "photos")
+    env = dict(CLI_ENV, KERAS_HOME=str(tmp_path / "keras_home"))  # no cached VGG16 file can be found
+    command = [sys.executable, "train.py", "--model", "pconv", "--cnum", "8", "--model_options", "levels=3",
+               "--__flist__", str(photos), "--img_size", "32", "--batch_size", "2", "--max_steps", "2",
+               "--ckpt_dir", str(tmp_path / "ckpt"), "--preview_every", "0", "--__lambda_perceptual__", "0",
+               "--lambda_style", "0"]
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "loss weights" in finished.stdout and "perceptual=0" in finished.stdout and "style=0" in finished.stdout
+    assert _latest_step(tmp_path / "ckpt") == 2

@@ -376,21 +376,39 @@ def make_dataset(
         return {"image": tf.zeros([height, width, 3]), "mask": tf.zeros([height, width, 1]),
                 "ok": tf.equal(flag, 1)}
 
+    def load_flagged(*element):
+        return dict(load(*element), ok=tf.constant(True))
+
     def decode_or_flag(*element):
         # Exactly one element per file, in order: the decoded one, or (when decoding raised) a flagged
         # placeholder that names the file once. tf.data has no try/except; ignore_errors on a one-element
         # dataset followed by the placeholder is its equivalent.
-        decoded = tf.data.Dataset.from_tensors(element).map(lambda *e: dict(load(*e), ok=tf.constant(True)))
-        return decoded.ignore_errors().concatenate(
+        loaded = tf.data.Dataset.from_tensors(element).map(load_flagged)
+        return loaded.ignore_errors().concatenate(
             tf.data.Dataset.from_tensors(element).map(failure)).take(1)
 
+    def with_status(*element):
+        return element, admit(*element)
+
+    def not_ended(element, status):
+        return status >= 0
+
+    def to_decode(element, status):
+        return status > 0
+
+    def without_status(element, status):
+        return element
+
+    def decoded(element):
+        return element["ok"]
+
+    def batch_keys(element):
+        return {"image": element["image"], "mask": element["mask"]}
+
     # Second line of defence behind scan_images: a file corrupt inside its data is named once and dropped.
-    dataset = dataset.map(lambda *element: (element, admit(*element)))
-    dataset = dataset.take_while(lambda element, status: status >= 0)
-    dataset = dataset.filter(lambda element, status: status > 0).map(lambda element, status: element)
+    dataset = dataset.map(with_status).take_while(not_ended).filter(to_decode).map(without_status)
     dataset = dataset.interleave(decode_or_flag, cycle_length=tf.data.AUTOTUNE, block_length=1,
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(lambda element: element["ok"])
-    dataset = dataset.map(lambda element: {"image": element["image"], "mask": element["mask"]})
+    dataset = dataset.filter(decoded).map(batch_keys)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
