@@ -241,7 +241,7 @@ def _mismatch_hint(error) -> str:
 def _signal_exit_code(name: str) -> int:
     import signal
 
-    return 128 + int(getattr(signal, name, signal.SIGTERM))
+    return 128 + int(getattr(signal, name.split()[0], signal.SIGTERM))
 
 
 def main(argv) -> None:

@@ -201,6 +201,7 @@ class Trainer:
                                                   self.discriminators)
                 self.initialized_from = os.fspath(config.init_from)
         self._stop_signal = None
+        self._any_stop_fn = None
         self._callbacks: list = []
 
     # ----------------------------------------------------------------------------------------- set-up
@@ -349,6 +350,26 @@ class Trainer:
         logging.info("%s: stopping after this step and saving a checkpoint", self._stop_signal)
         self._report("on_stop_requested", self._stop_signal)
 
+    def _stop_agreed(self) -> bool:
+        """Whether to stop after this step. In a cluster a signal may reach one worker only (or each at another
+        step), while saving is a collective operation: the workers agree every step, as TensorFlow's
+        PreemptionCheckpointHandler does, so that all of them stop, and save, after the same step."""
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return self._stop_signal is not None
+        if self._any_stop_fn is None:
+            strategy = self.strategy
+
+            @tf.function
+            def any_stop(flag):
+                per_replica = strategy.run(lambda: tf.identity(flag))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+            self._any_stop_fn = any_stop
+        stop = int(self._any_stop_fn(tf.constant(0 if self._stop_signal is None else 1, tf.int32)).numpy()) > 0
+        if stop and self._stop_signal is None:
+            self._stop_signal = "SIGTERM (on another worker)"
+        return stop
+
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
             return {}
@@ -451,7 +472,7 @@ class Trainer:
                     monitor.after_step(step, logs, steps_per_sec, self._learning_rate_logs())
                     if config.save_every and step % config.save_every == 0:
                         self.save()
-                    if self._stop_signal:
+                    if self._stop_agreed():
                         break
                 if self._stop_signal:
                     break
