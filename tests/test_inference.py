@@ -131,6 +131,7 @@ def test_pair_masks_by_stem_order_only_when_asked_or_single():
     images = ["a/x.png", "a/y.jpg"]
     assert cli.pair_masks(images, ["m/y.png", "m/x.png"]) == ["m/x.png", "m/y.png"]
     assert cli.pair_masks(images, ["m/only.png"]) == ["m/only.png", "m/only.png"]
+    assert cli.pair_masks(images, ["m/y.png"]) == [None, "m/y.png"]  # a folder holding y's mask alone
     # No stem matches: order is used only when asked for, and only with equal counts.
     with pytest.raises(ValueError, match="--pair_by_order"):
         cli.pair_masks(images, ["m/1.png", "m/2.png"])

@@ -2,8 +2,8 @@
 ``tfinpaint infer``).
 
 Masks pair with images by file-name stem; an image without a mask is reported and skipped. Sorted order is
-used only with ``--pair_by_order`` and only when no stem matches at all; a single mask file serves every
-image. Without masks, ``--__gen_masks__ true --__mask_type__ bbox|free_form|single_bbox`` makes seeded masks.
+used only with ``--pair_by_order`` and only when no stem matches at all; a single mask file given as
+``--__mlist__`` serves every image. Without masks, ``--__gen_masks__ true --__mask_type__ bbox|free_form|single_bbox`` makes seeded masks.
 A bad image or mask is reported in one line and skipped; the exit code is 1 if anything was skipped.
 
 Outputs: ``--out_format same`` keeps each input's format; PNG outputs keep the input's bit depth and alpha
@@ -66,11 +66,11 @@ def _stem(path: str) -> str:
 def pair_masks(images: list, masks: list, by_order: bool = False) -> list:
     """One mask path per image, None for an image without one.
 
-    A single mask serves every image. Otherwise masks pair by file-name stem; sorted order is used only when
-    ``by_order`` is asked for and no stem matches at all (order alone silently mismatches a folder with a
-    missing or extra mask).
+    Masks pair by file-name stem. A lone mask named like none of the images serves every image; sorted order
+    is used only when ``by_order`` is asked for and no stem matches at all (order alone silently mismatches a
+    folder with a missing or extra mask).
     """
-    if len(masks) == 1:
+    if len(masks) == 1 and _stem(masks[0]) not in {_stem(path) for path in images}:
         return masks * len(images)
     by_stem = {}
     for path in masks:
@@ -149,9 +149,12 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
     images = imageio.list_image_files(flist)
     mask_files = []
     if mlist:
-        mask_files = [mlist] if os.path.isfile(mlist) and mlist.lower().endswith(imageio.IMAGE_EXTENSIONS) \
-            else imageio.list_image_files(mlist)
-        mask_for = pair_masks(images, mask_files, by_order=pair_by_order)
+        if os.path.isfile(mlist) and mlist.lower().endswith(imageio.IMAGE_EXTENSIONS):
+            mask_files = [mlist]  # one mask file named on the command line serves every image
+            mask_for = mask_files * len(images)
+        else:
+            mask_files = imageio.list_image_files(mlist)
+            mask_for = pair_masks(images, mask_files, by_order=pair_by_order)
     elif gen_masks:
         mask_for = [None] * len(images)
     else:
