@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from absl import flags
 
-from tfinpaint.evaluation import cli, metrics
+from tfinpaint.evaluation import cli, masksets, metrics, report, scoring
+from tfinpaint.evaluation.config import EvalConfig, SettingError
+from tfinpaint.evaluation.runner import run
 from tfinpaint.checkpoints import save_generator
 from tfinpaint.inference.api import build_generator
 
@@ -59,7 +61,7 @@ def test_outputs_bins_and_rows(setup):
     results = _results(first)
     assert (first / "results.md").is_file() and (first / "manifest.json").is_file()
     assert results["bins"] == ["0.05-0.2", "0.2-0.4"]
-    bins = cli.parse_bins(BINS)
+    bins = masksets.parse_bins(BINS)
     assert len(results["entries"]) == 3 * len(bins)
     for entry in results["entries"]:
         # Read back independently of the library: white = hole.
@@ -84,7 +86,7 @@ def test_outputs_bins_and_rows(setup):
 def test_baselines_scored_on_the_same_masked_input(setup):
     first = setup["first"]
     entry = _results(first)["entries"][3]
-    truth = cli.prepare_image(cv2.imread(entry["image"])[:, :, ::-1], SIZE)
+    truth = masksets.prepare_image(cv2.imread(entry["image"])[:, :, ::-1], SIZE)
     hole = cv2.imread(str(first / entry["mask"]), cv2.IMREAD_GRAYSCALE) > 127
     masked = truth.copy()
     masked[hole] = 0
@@ -95,7 +97,7 @@ def test_baselines_scored_on_the_same_masked_input(setup):
 
 def test_rerun_from_stored_mask_set_is_identical(setup):
     first, second = setup["first"], setup["root"] / "second"
-    cli.run(str(setup["ckpt"]), eval_dir=str(second), mlist=str(first))
+    run(EvalConfig(str(setup["ckpt"]), out_dir=str(second), masks=str(first)))
     again, before = _results(second), _results(first)
     assert again["methods"] == before["methods"]
     assert [entry["metrics"] for entry in again["entries"]] == [entry["metrics"] for entry in before["entries"]]
@@ -105,22 +107,23 @@ def test_rerun_from_stored_mask_set_is_identical(setup):
 
 def test_stored_mask_set_guards(setup, tmp_path):
     first = setup["first"]
-    with pytest.raises(ValueError, match="--bins differs"):
-        cli.run(str(setup["ckpt"]), eval_dir=str(tmp_path / "a"), mlist=str(first), bins_text="0.1-0.3")
+    with pytest.raises(SettingError, match="^bins: differ from those of the stored mask set") as error:
+        run(EvalConfig(str(setup["ckpt"]), out_dir=str(tmp_path / "a"), masks=str(first), bins="0.1-0.3"))
+    assert error.value.setting == "bins" and not (tmp_path / "a").exists()
     # Moved photos are found by content; a changed photo is refused.
     moved = tmp_path / "moved"
     shutil.copytree(setup["images"], moved)
-    manifest = cli.load_mask_set(str(first), str(moved))
+    manifest = masksets.load_mask_set(str(first), str(moved))
     assert all(entry["image"].startswith(str(moved)) for entry in manifest["entries"])
     cv2.imwrite(str(moved / "photo1.png"), np.zeros((48, 48, 3), np.uint8))
     with pytest.raises(ValueError, match="holds no image identical"):
-        cli.load_mask_set(str(first), str(moved))
+        masksets.load_mask_set(str(first), str(moved))
     edited = tmp_path / "edited"
     shutil.copytree(first, edited)
     mask_file = edited / _results(first)["entries"][0]["mask"]
     cv2.imwrite(str(mask_file), np.zeros((SIZE, SIZE), np.uint8))
     with pytest.raises(ValueError, match="differs from the one recorded"):
-        cli.load_mask_set(str(edited))
+        masksets.load_mask_set(str(edited))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -128,9 +131,11 @@ def test_stored_mask_set_guards(setup, tmp_path):
     ("0.1-1.5", "low < high"), ("0.1-0.2,", "cannot read"),
 ])
 def test_bad_bins_are_one_line_errors(text, message):
-    with pytest.raises(ValueError, match=message) as error:
-        cli.parse_bins(text)
-    assert "--bins" in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(SettingError, match=message) as error:
+        masksets.parse_bins(text)
+    # The library names the setting, not a command-line flag; the command spells it as its flag.
+    assert error.value.setting == "bins" and "--" not in str(error.value) and "\n" not in str(error.value)
+    assert cli.error_line(error.value).startswith("--bins: ")
 
 
 def test_bad_bins_through_the_command(setup):
@@ -147,8 +152,8 @@ def test_bad_bins_through_the_command(setup):
 @pytest.mark.parametrize("mask_type", ["irregular", "free_form", "bbox", "single_bbox"])
 def test_mask_in_bin_is_seeded_and_inside_its_bin(mask_type):
     for low, high in [(0.01, 0.1), (0.3, 0.4), (0.5, 0.6)]:
-        first = cli.mask_in_bin(SIZE, low, high, np.random.default_rng([1, 2]), mask_type)
-        again = cli.mask_in_bin(SIZE, low, high, np.random.default_rng([1, 2]), mask_type)
+        first = masksets.mask_in_bin(SIZE, low, high, np.random.default_rng([1, 2]), mask_type)
+        again = masksets.mask_in_bin(SIZE, low, high, np.random.default_rng([1, 2]), mask_type)
         np.testing.assert_array_equal(first, again)
         assert low <= first.mean() < high
 
@@ -156,20 +161,20 @@ def test_mask_in_bin_is_seeded_and_inside_its_bin(mask_type):
 def _single_image_entries(setup):
     results = _results(setup["first"])
     entries = [entry for entry in results["entries"] if entry["image"].endswith("photo0.png")]
-    truth = cli.prepare_image(cv2.imread(entries[0]["image"])[:, :, ::-1], SIZE)
+    truth = masksets.prepare_image(cv2.imread(entries[0]["image"])[:, :, ::-1], SIZE)
     return entries, truth
 
 
 def test_perfect_inpainter_and_known_pixels(setup):
     entries, truth = _single_image_entries(setup)
-    bins = cli.parse_bins(BINS)
+    bins = masksets.parse_bins(BINS)
     seen = []
 
     def perfect(image, hole):
         seen.append((image.copy(), hole.copy()))
         return truth.copy()
 
-    results = cli.evaluate(perfect, entries, bins, SIZE, str(setup["first"]), name="perfect")
+    results = scoring.evaluate(perfect, entries, bins, SIZE, str(setup["first"]), name="perfect")
     row = results["methods"]["perfect"]["all"]
     assert row["l1"] == 0.0 and row["l2"] == 0.0 and row["psnr"] == float("inf")
     assert row["ssim"] == pytest.approx(1.0, abs=1e-6)
@@ -179,7 +184,7 @@ def test_perfect_inpainter_and_known_pixels(setup):
 
     # An inpainter that paints everything white is scored on the completed image: known pixels come from
     # the ground truth, so L1 counts the hole pixels only (normalised by all pixels).
-    white = cli.evaluate(lambda image, hole: np.full_like(image, 255), entries, bins, SIZE,
+    white = scoring.evaluate(lambda image, hole: np.full_like(image, 255), entries, bins, SIZE,
                          str(setup["first"]), name="white")
     for entry in white["entries"]:
         hole = cv2.imread(str(setup["first"] / entry["mask"]), cv2.IMREAD_GRAYSCALE) > 127
@@ -190,12 +195,12 @@ def test_perfect_inpainter_and_known_pixels(setup):
 def test_fid_path_with_a_feature_stub(setup):
     entries, truth = _single_image_entries(setup)
     features = keras.Sequential([keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()])
-    results = cli.evaluate(lambda image, hole: truth.copy(), entries, cli.parse_bins(BINS), SIZE,
+    results = scoring.evaluate(lambda image, hole: truth.copy(), entries, masksets.parse_bins(BINS), SIZE,
                            str(setup["first"]), name="perfect", fid_model=features)
     assert results["methods"]["perfect"]["all"]["fid"] == pytest.approx(0.0, abs=1e-9)
     assert results["methods"]["opencv_ns"]["all"]["fid"] > 0.0
     assert "fid" not in results["methods"]["perfect"]["0.05-0.2"]
-    assert "FID ↓" in cli.markdown_table(results)
+    assert "FID ↓" in report.markdown_table(results)
 
 
 def test_inception_statistics_hand_computed():
@@ -230,10 +235,10 @@ def test_user_masks_are_cropped_like_their_images(tmp_path):
     tall_mask[20:30, 0:10] = 255  # 100 px; the 32x32 centre crop keeps rows 16..47
     cv2.imwrite(str(mask_dir / "tall.png"), tall_mask)
     cv2.imwrite(str(mask_dir / "empty.png"), np.zeros((32, 32), np.uint8))  # no hole: in no bin
-    entries = cli.mask_set_from_files(sorted(str(path) for path in image_dir.iterdir()),
+    entries, skipped = masksets.mask_set_from_files(sorted(str(path) for path in image_dir.iterdir()),
                                       sorted(str(path) for path in mask_dir.iterdir()),
-                                      cli.parse_bins("0.05-0.2"), 32, "hole", str(tmp_path / "out"))
-    assert len(entries) == 1 and entries[0]["image"].endswith("tall.png")
+                                      masksets.parse_bins("0.05-0.2"), 32, "hole", str(tmp_path / "out"))
+    assert skipped == [] and len(entries) == 1 and entries[0]["image"].endswith("tall.png")
     stored = cv2.imread(str(tmp_path / "out" / entries[0]["mask"]), cv2.IMREAD_GRAYSCALE) > 127
     expected = np.zeros((32, 32), bool)
     expected[4:14, 0:10] = True
