@@ -17,8 +17,14 @@ import sys
 
 from absl import flags
 
-from tfinpaint.evaluation.config import DEFAULT_BINS, DEFAULT_MASK_TYPE, DEFAULT_OUT_DIR, DEFAULT_SIZE, EvalConfig
-from tfinpaint.evaluation.config import SettingError
+from tfinpaint.evaluation.config import (
+    DEFAULT_BINS,
+    DEFAULT_MASK_TYPE,
+    DEFAULT_OUT_DIR,
+    DEFAULT_SIZE,
+    EvalConfig,
+    SettingError,
+)
 from tfinpaint.flags_util import define
 
 FLAGS = flags.FLAGS

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 DEFAULT_BINS = "0.01-0.1,0.1-0.2,0.2-0.3,0.3-0.4,0.4-0.5,0.5-0.6"
 DEFAULT_SIZE = 256
@@ -35,16 +35,16 @@ class EvalConfig:
     """
 
     checkpoint: str
-    images: Optional[str] = None
+    images: str | None = None
     out_dir: str = DEFAULT_OUT_DIR
-    masks: Optional[str] = None
-    bins: Union[None, str, Sequence[Sequence[float]]] = None
-    size: Optional[int] = None
-    seed: Optional[int] = None
-    mask_type: Optional[str] = None
+    masks: str | None = None
+    bins: None | str | Sequence[Sequence[float]] = None
+    size: int | None = None
+    seed: int | None = None
+    mask_type: str | None = None
     mask_polarity: str = "hole"
-    fid_weights: Optional[str] = None
-    model: Optional[str] = None
+    fid_weights: str | None = None
+    model: str | None = None
     overwrite: bool = False
 
 
@@ -60,7 +60,7 @@ class SettingError(ValueError):
     ``render(spell)`` lets a command line spell them as its flags.
     """
 
-    def __init__(self, message: str, setting: Optional[str] = None, value=None):
+    def __init__(self, message: str, setting: str | None = None, value=None):
         self.message, self.setting, self.value = message, setting, value
         super().__init__(self.render(lambda name: name))
 

@@ -12,7 +12,13 @@ import shutil
 import tempfile
 
 from tfinpaint.evaluation.config import SettingError
-from tfinpaint.evaluation.masksets import MANIFEST, MASK_FOLDER, read_manifest, settings_difference, stored_settings
+from tfinpaint.evaluation.masksets import (
+    MANIFEST,
+    MASK_FOLDER,
+    read_manifest,
+    settings_difference,
+    stored_settings,
+)
 from tfinpaint.evaluation.report import RESULTS_JSON, RESULTS_MARKDOWN
 
 OWN_NAMES = frozenset({MANIFEST, MASK_FOLDER, RESULTS_JSON, RESULTS_MARKDOWN})

@@ -41,9 +41,10 @@ def markdown_report(results: dict) -> str:
     images = len({entry["image"] for entry in results["entries"]})
     origin = (f"{mask_set['mask_type']} masks, seed {mask_set['seed']}" if mask_set.get("mask_type")
               else "masks from files")
-    lines = [f"Model `{results['model']}` ({results['checkpoint']}), {len(results['entries'])} masks on "
-             f"{images} images at {results['size']}x{results['size']} ({origin}; mask set in "
-             f"{mask_set['dir']}).", "", markdown_table(results), ""]
+    heading = (f"Model `{results['model']}` ({results['checkpoint']}), {len(results['entries'])} masks on "
+               f"{images} images at {results['size']}x{results['size']} ({origin}; mask set in "
+               f"{mask_set['dir']}).")
+    lines = [heading, "", markdown_table(results), ""]
     lines += [f"- {note}" for note in results["notes"]]
     skipped = results.get("skipped") or []
     if skipped:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
 
 from absl import logging
 
 from tfinpaint import imageio
 from tfinpaint.evaluation import masksets, metrics, report
-from tfinpaint.evaluation.config import (DEFAULT_BINS, DEFAULT_MASK_TYPE, DEFAULT_SEED, DEFAULT_SIZE, EvalConfig,
-                                         SettingError)
+from tfinpaint.evaluation.config import (
+    DEFAULT_BINS,
+    DEFAULT_MASK_TYPE,
+    DEFAULT_SEED,
+    DEFAULT_SIZE,
+    EvalConfig,
+    SettingError,
+)
 from tfinpaint.evaluation.output_folder import StagedFolder, holds_asked_set
 from tfinpaint.evaluation.scoring import evaluate
 
@@ -23,11 +28,11 @@ class _Plan:
     bins: list
     size: int
     settings: dict
-    stored: Optional[dict] = None
-    images: Optional[list] = None
-    mask_files: Optional[list] = None
-    seed: Optional[int] = None
-    mask_type: Optional[str] = None
+    stored: dict | None = None
+    images: list | None = None
+    mask_files: list | None = None
+    seed: int | None = None
+    mask_type: str | None = None
 
 
 def _plan(config: EvalConfig) -> _Plan:
