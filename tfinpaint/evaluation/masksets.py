@@ -216,10 +216,9 @@ def _mask_entry(image_path: str, hole: np.ndarray, relative_mask: str, mask_root
             "bin": bin_index, "ratio": float(np.mean(hole > 0.5))}
 
 
-def _skip(skipped: list, path: str, error: BaseException, *paths) -> None:
-    reason = _reason(error, path, *paths)
+def _skip(skipped: list, path: str, reason: str) -> None:
+    # Reported by the caller (the run's results list them), not logged here, so that each shows once.
     skipped.append({"image": os.path.abspath(path), "reason": reason})
-    logging.warning("%s: skipped: %s", path, reason)
 
 
 def build_mask_set(images: list, bins: list, size: int, seed: int, mask_type: str, out_dir: str):
@@ -231,7 +230,7 @@ def build_mask_set(images: list, bins: list, size: int, seed: int, mask_type: st
         try:
             imageio.read_image(image_path)  # decodes it: a photo that cannot be scored gets no masks
         except (ValueError, OSError) as error:
-            _skip(skipped, image_path, error)
+            _skip(skipped, image_path, _reason(error, image_path))
             continue
         for bin_index, (low, high) in enumerate(bins):
             rng = np.random.default_rng([seed, image_index, bin_index])
@@ -257,14 +256,13 @@ def mask_set_from_files(images: list, mask_files: list, bins: list, size: int, p
     entries, skipped, outside = [], [], 0
     for image_index, (image_path, mask_path) in enumerate(zip(images, pair_mask_files(images, mask_files))):
         if mask_path is None:
-            skipped.append({"image": os.path.abspath(image_path), "reason": "no mask file for it"})
-            logging.warning("%s: skipped: no mask file for it", image_path)
+            _skip(skipped, image_path, "no mask file for it")
             continue
         try:
             image_shape = imageio.read_image(image_path).shape[:2]
             hole = prepare_mask(masks.read_mask(mask_path, polarity=polarity), image_shape, size, mask_path)
         except (ValueError, OSError) as error:
-            _skip(skipped, image_path, error)
+            _skip(skipped, image_path, _reason(error, image_path))
             continue
         ratio = float(hole.mean())
         bin_index = next((index for index, (low, high) in enumerate(bins) if ratio > 0 and low <= ratio < high),

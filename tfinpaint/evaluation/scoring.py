@@ -83,7 +83,7 @@ def evaluate(inpainter, entries: list, bins: list, size: int, mask_root: str, na
         if fid_model is not None:
             truths.append(truth)
         scored.append({**entry, "ratio": float(hole.mean()), "metrics": scores})
-        logging.info("[%d/%d] %s", index + 1, len(entries), mask_path)
+        logging.info("[%d/%d] %s with %s", index + 1, len(entries), entry["image"], entry["mask"])
 
     results = {"bins": labels, "methods": {}, "entries": scored, "notes": []}
     for method in methods:
