@@ -100,7 +100,7 @@ def test_baselines_scored_on_the_same_masked_input(setup):
 
 def test_rerun_from_stored_mask_set_is_identical(setup):
     first, second = setup["first"], setup["root"] / "second"
-    run(EvalConfig(str(setup["ckpt"]), out_dir=str(second), masks=str(first)))
+    cli.run(str(setup["ckpt"]), eval_dir=str(second), mlist=str(first))  # the command as a function
     again, before = _results(second), _results(first)
     assert again["methods"] == before["methods"]
     assert [entry["metrics"] for entry in again["entries"]] == [entry["metrics"] for entry in before["entries"]]
@@ -442,3 +442,9 @@ def test_corrupt_photo_is_skipped_and_the_rest_scored(setup, tmp_path):
         assert (out / entry["mask"]).read_bytes() == (setup["first"] / entry["mask"]).read_bytes()
     assert [entry["metrics"] for entry in results["entries"]] == \
         [entry["metrics"] for entry in _results(setup["first"])["entries"]]
+
+
+def test_bins_as_pairs_read_like_text():
+    assert masksets.parse_bins([(0.05, 0.2), [0.2, 0.4]]) == masksets.parse_bins(BINS) == [(0.05, 0.2), (0.2, 0.4)]
+    with pytest.raises(SettingError, match="overlaps"):
+        masksets.parse_bins([(0.1, 0.3), (0.2, 0.4)])

@@ -73,6 +73,17 @@ def config_from_flags(flag_values=FLAGS) -> EvalConfig:
                       model=flag_values.model, overwrite=bool(flag_values.overwrite))
 
 
+def run(gpath, flist=None, eval_dir=DEFAULT_OUT_DIR, mlist=None, bins_text=None, size=None, seed=None,
+        mask_type=None, mask_polarity="hole", fid_weights=None, model=None, overwrite=False) -> dict:
+    """The command as a function, with its flags' names (the names scripts of earlier releases call it with);
+    the same as ``runner.run(EvalConfig(...))``."""
+    from tfinpaint.evaluation import runner
+
+    return runner.run(EvalConfig(checkpoint=gpath, images=flist, out_dir=eval_dir, masks=mlist, bins=bins_text,
+                                 size=size, seed=seed, mask_type=mask_type, mask_polarity=mask_polarity,
+                                 fid_weights=fid_weights, model=model, overwrite=overwrite))
+
+
 def error_line(error: BaseException) -> str:
     """An error as one line, settings spelled as this command's flags."""
     if isinstance(error, SettingError):
