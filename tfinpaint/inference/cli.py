@@ -3,8 +3,9 @@
 
 Masks pair with images by file-name stem; an image without a mask is reported and skipped. Sorted order is
 used only with ``--pair_by_order`` and only when no stem matches at all; a single mask file given as
-``--__mlist__`` serves every image. Without masks, ``--__gen_masks__ true --__mask_type__ bbox|free_form|single_bbox`` makes seeded masks.
-A bad image or mask is reported in one line and skipped; the exit code is 1 if anything was skipped.
+``--__mlist__`` serves every image. Without masks, ``--__gen_masks__ true --__mask_type__ bbox`` (or
+free_form, single_bbox, ...) makes seeded masks. A bad image or mask is reported in one line and skipped;
+the exit code is 1 if anything was skipped.
 
 Outputs: ``--out_format same`` keeps each input's format; PNG outputs keep the input's bit depth and alpha
 channel with the known pixels bit-exact, JPEG outputs re-encode every pixel (``--jpeg_quality``). EXIF is
