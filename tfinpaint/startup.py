@@ -3,8 +3,8 @@
 TensorFlow's C++ runtime prints lines such as ``E0000 ... failed call to cuInit`` (CUDA probing on a machine
 without a GPU), ``oneDNN custom operations are on``, ``oneDNN supports DT_INT32 only on platforms with
 AVX-512`` (a fallback), the CPU-instruction notice and grappler's ``remapper failed`` (an optimisation
-skipped) as errors or before ``TF_CPP_MIN_LOG_LEVEL`` takes effect, so that variable alone cannot hide them,
-and raising it far enough would hide real errors too. ``quiet_tensorflow_start_up`` therefore routes the
+skipped). Some come before ``TF_CPP_MIN_LOG_LEVEL`` takes effect, others are logged as errors, so that
+variable cannot hide them without hiding real errors too. ``quiet_tensorflow_start_up`` therefore routes the
 process's standard error through a filter that drops exactly those lines; every other line (warnings,
 errors, tracebacks) passes through unchanged. ``TFINPAINT_TF_LOGS=1`` turns the filter off.
 """
@@ -17,7 +17,8 @@ import select
 import sys
 import threading
 
-# Lines TensorFlow prints on every start-up that report no problem with the user's run.
+# Lines TensorFlow 2.21 prints on a CPU machine that report no problem with the user's run (seen in train.py
+# and infer.py runs; GPU builds may print others, which then still show).
 HARMLESS_LINES = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|oneDNN custom operations are on"
@@ -25,8 +26,6 @@ HARMLESS_LINES = re.compile(
     r"|This TensorFlow binary is optimized to use available CPU instructions"
     r"|^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags"
     r"|Could not find cuda drivers on your machine, GPU will not be used"
-    r"|Unable to register cu(DNN|FFT|BLAS) factory"
-    r"|computation placer already registered"
     r"|remapper failed: "
 )
 # CUDA's initialisation failure is harmless only where TensorFlow found no CUDA driver at all.
@@ -43,18 +42,31 @@ def is_harmless(line: str, no_driver_seen: bool) -> bool:
     return no_driver_seen and bool(_CUINIT_FAILED.search(line))
 
 
+def _write(fd: int, data: bytes) -> None:
+    # A closed terminal or pipe must not stop the filter: the pipe would fill up and block the program.
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+
+
 def _forward(read_fd: int, write_fd: int) -> None:
     pending = b""
     no_driver_seen = False
     while True:
-        # A partial line (a prompt, a progress bar) is passed on after a short pause rather than held back.
-        ready, _, _ = select.select([read_fd], [], [], 0.2)
-        if not ready:
-            if pending:
-                os.write(write_fd, pending)
-                pending = b""
+        try:
+            # A partial line (a prompt, a progress bar) is passed on after a short pause, not held back.
+            ready, _, _ = select.select([read_fd], [], [], 0.2)
+            if not ready:
+                if pending:
+                    _write(write_fd, pending)
+                    pending = b""
+                continue
+            chunk = os.read(read_fd, 65536)
+        except InterruptedError:
             continue
-        chunk = os.read(read_fd, 65536)
+        except OSError:
+            break
         if not chunk:
             break
         pending += chunk
@@ -66,9 +78,9 @@ def _forward(read_fd: int, write_fd: int) -> None:
             if not is_harmless(text, no_driver_seen):
                 kept.append(line + b"\n")
         if kept:
-            os.write(write_fd, b"".join(kept))
+            _write(write_fd, b"".join(kept))
     if pending:
-        os.write(write_fd, pending)
+        _write(write_fd, pending)
 
 
 def quiet_tensorflow_start_up() -> None:

@@ -42,7 +42,8 @@ def define_flags(flag_values=FLAGS) -> None:
     define("bool_value", "__gen_masks__", False, "Generate masks instead of reading --__mlist__.", flag_values)
     define("enum", "__mask_type__", "free_form", "Mask type for generated masks.", flag_values,
            enum_values=["free_form", "bbox", "single_bbox", "irregular", "mixed"])
-    define("integer", "mask_seed", 0, "Seed of generated masks (mask i is seeded with (seed, i), as in tfinpaint masks).", flag_values)
+    define("integer", "mask_seed", 0, "Seed of generated masks (mask i is seeded with (seed, i), as in "
+           "tfinpaint masks).", flag_values)
     define("boolean", "save_steps", False, "Also write <name>_steps.png: masked | coarse | flow | output.",
            flag_values)
     define("boolean", "overwrite", False, "Replace existing output files.", flag_values)
