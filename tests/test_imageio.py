@@ -179,3 +179,11 @@ def test_float_images_must_be_in_unit_range():
         imageio.to_uint8(np.array([[0.2, np.nan]], np.float32))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         imageio.to_uint8(np.array([[-0.5, 0.5]]))
+
+
+def test_png_with_exif_orientation_reads_upright(tmp_path):
+    stored = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+    path = tmp_path / "sideways.png"
+    imageio.write_image(path, stored, exif=tiff_with_orientation(8))  # written as stored, orientation 8 kept
+    assert b"eXIf" in path.read_bytes()
+    np.testing.assert_array_equal(imageio.read_image(path), np.rot90(stored, 1))  # rot90(1): counter-clockwise
