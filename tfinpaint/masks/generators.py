@@ -12,7 +12,7 @@ Every generator takes ``rng``: a ``np.random.Generator`` (consumed in place) or 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
