@@ -1,4 +1,4 @@
-"""ContextualAttention against a NumPy reference written from the spec (architectures.md §1.4, §5.5, §6.3)."""
+"""ContextualAttention against a NumPy reference written from the spec (docs/architectures.md §1.4, §5.5, §6.3)."""
 import keras
 import numpy as np
 import pytest
