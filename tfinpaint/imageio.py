@@ -18,7 +18,6 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -97,7 +96,7 @@ def _jpeg_segments(data: bytes):
         offset += 2 + length
 
 
-def exif_block(data: bytes) -> Optional[bytes]:
+def exif_block(data: bytes) -> bytes | None:
     """The EXIF (TIFF) block of an encoded JPEG (APP1 "Exif") or PNG (eXIf chunk), without the "Exif" header."""
     if data.startswith(b"\xff\xd8"):
         for marker, payload, _ in _jpeg_segments(data):
@@ -136,7 +135,7 @@ def _orientation_entry(tiff: bytes):
     return None
 
 
-def exif_orientation(tiff: Optional[bytes]) -> int:
+def exif_orientation(tiff: bytes | None) -> int:
     """EXIF orientation (1-8) of a TIFF block; 1 when absent or invalid."""
     found = _orientation_entry(tiff) if tiff else None
     if found is None:
@@ -243,7 +242,7 @@ class Photo:
 
     path: str
     pixels: np.ndarray
-    exif: Optional[bytes] = None
+    exif: bytes | None = None
 
     @property
     def colour(self) -> np.ndarray:
@@ -255,7 +254,7 @@ class Photo:
         return pixels[:, :, :3]
 
     @property
-    def alpha(self) -> Optional[np.ndarray]:
+    def alpha(self) -> np.ndarray | None:
         """The alpha channel at the file's bit depth, or None."""
         if self.pixels.ndim == 3 and self.pixels.shape[2] in (2, 4):
             return self.pixels[:, :, -1]
@@ -307,7 +306,7 @@ def _with_exif(encoded: bytes, extension: str, exif: bytes, path: str) -> bytes:
     if extension in JPEG_EXTENSIONS:
         payload = _EXIF_HEADER + exif
         if len(payload) + 2 > 0xFFFF:
-            warnings.warn(f"{path}: EXIF block of {len(exif)} bytes is too large for JPEG; not written")
+            warnings.warn(f"{path}: EXIF block of {len(exif)} bytes is too large for JPEG; not written", stacklevel=3)
             return encoded
         segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
         insert_at = 2
@@ -323,7 +322,7 @@ def _with_exif(encoded: bytes, extension: str, exif: bytes, path: str) -> bytes:
     return encoded  # BMP and WebP files get no EXIF here
 
 
-def encode_image(rgb: np.ndarray, extension: str, exif: Optional[bytes] = None,
+def encode_image(rgb: np.ndarray, extension: str, exif: bytes | None = None,
                  jpeg_quality: int = DEFAULT_JPEG_QUALITY, name: str = "image") -> bytes:
     """Encodes RGB / RGBA / gray ``uint8`` or ``uint16`` pixels in the format of ``extension``.
 
@@ -381,7 +380,7 @@ def write_bytes_atomic(path, data: bytes) -> None:
         raise
 
 
-def write_image(path, rgb: np.ndarray, overwrite: bool = True, exif: Optional[bytes] = None,
+def write_image(path, rgb: np.ndarray, overwrite: bool = True, exif: bytes | None = None,
                 jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> None:
     """Writes RGB(A) ``uint8`` / ``uint16`` pixels to ``path`` (format from the extension, PNG without one)
     atomically, with ``exif`` in JPEG and PNG files (see ``encode_image`` and ``write_bytes_atomic``)."""
