@@ -17,8 +17,14 @@ import tensorflow as tf
 
 from tests.test_trainer import REPO, SIZE, TinyGenerator, all_weights, build_tiny, random_batches, tiny_config
 from tfinpaint import checkpoints
-from tfinpaint.checkpoints import (CheckpointCorruptError, CheckpointMismatchError, read_model_config,
-                                   restore_discriminators, restore_generator, save_generator)
+from tfinpaint.checkpoints import (
+    CheckpointCorruptError,
+    CheckpointMismatchError,
+    read_model_config,
+    restore_discriminators,
+    restore_generator,
+    save_generator,
+)
 from tfinpaint.training.checkpointing import ModelMismatchError
 from tfinpaint.training.trainer import Trainer
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfinpaint.checkpoints import restore_generator
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import Phase, Recipe
-from tfinpaint.checkpoints import restore_generator
 from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, phase_lengths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

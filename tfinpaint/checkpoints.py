@@ -5,12 +5,13 @@ A checkpoint folder holds TF checkpoints (``tf.train.CheckpointManager`` naming:
 generator from the folder alone.
 
 Networks are stored keyed by each variable's Keras path (``variable.path`` inside the model, e.g. the key
-``generator/conv1/conv/kernel`` for ``deepfill_v2_generator/conv1/conv/kernel``), so a checkpoint says what it holds and inserting or reordering a
-layer can never shift weights onto the wrong variables. (``tf.train.Checkpoint(generator=model)`` cannot be used:
-Keras 3 keeps sub-layers held in Python lists and dicts out of TensorFlow's object graph.) The paths contain the
-layers' names, so models whose checkpoints must be read in another process name their layers (the zoo's
-models do; Keras' automatic names carry a per-process counter). Optimizer slots are keyed by the key of the
-variable they belong to (``g_optimizer/conv1/conv/kernel/momentum``).
+``generator/conv1/conv/kernel`` for ``deepfill_v2_generator/conv1/conv/kernel``), so a checkpoint says what it
+holds and inserting or reordering a layer can never shift weights onto the wrong variables.
+(``tf.train.Checkpoint(generator=model)`` cannot be used: Keras 3 keeps sub-layers held in Python lists and
+dicts out of TensorFlow's object graph.) The keys contain the layers' names, so models name their layers (the
+zoo's models do): Keras' automatic names (``conv2d_7``) carry a per-process counter, and only the model's own
+name is left out of the key. Optimizer slots are keyed by the key of the variable they belong to
+(``g_optimizer/conv1/conv/kernel/momentum``).
 
 Checkpoints of the first release stored the same variables as positional lists (``list(model.weights)``);
 they are recognised by their numeric keys and still load, with their variable count and shapes checked.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Optional
 
 import tensorflow as tf
 
@@ -64,7 +64,7 @@ def network_variables(model) -> dict:
     return variables
 
 
-def optimizer_variables(optimizer, owners: Optional[dict] = None) -> dict:
+def optimizer_variables(optimizer, owners: dict | None = None) -> dict:
     """{key: variable} of a built Keras optimizer.
 
     owners: {model variable path: key} of the variables it trains. Keras names a slot variable after the
@@ -201,7 +201,7 @@ def check_matches(path: str, expected: dict, stored: dict, sections: list) -> No
                                           "model does not have")
 
 
-def restore_objects(path: str, objects: dict, sections: list, stored: Optional[dict] = None) -> None:
+def restore_objects(path: str, objects: dict, sections: list, stored: dict | None = None) -> None:
     """Restores ``objects`` (the keyword arguments of a ``tf.train.Checkpoint``) from checkpoint ``path``.
 
     The variables under ``sections`` are first checked against the stored names and shapes; other objects
@@ -229,7 +229,7 @@ def restore_objects(path: str, objects: dict, sections: list, stored: Optional[d
                                      f"({message[0] if message else type(error).__name__})") from None
 
 
-def network_objects(generator=None, discriminators: Optional[dict] = None, positional: bool = False) -> dict:
+def network_objects(generator=None, discriminators: dict | None = None, positional: bool = False) -> dict:
     """The checkpoint objects of the networks: {"generator": {path: variable}, "discriminators": {name: ...}}
     (lists instead of path dicts for the first release's positional format)."""
     variables = positional_variables if positional else network_variables
@@ -241,7 +241,7 @@ def network_objects(generator=None, discriminators: Optional[dict] = None, posit
     return objects
 
 
-def restore_networks(ckpt_dir, generator=None, discriminators: Optional[dict] = None) -> str:
+def restore_networks(ckpt_dir, generator=None, discriminators: dict | None = None) -> str:
     """Restores the (built) generator and/or discriminators from the newest checkpoint in ``ckpt_dir`` (or a
     checkpoint prefix), in either format. Returns the checkpoint path."""
     path = checkpoint_path(ckpt_dir)
@@ -325,7 +325,7 @@ def write_model_config(folder, config: dict) -> str:
     return path
 
 
-def save_generator(folder, generator, model_name: str, options: dict, discriminators: Optional[dict] = None) -> str:
+def save_generator(folder, generator, model_name: str, options: dict, discriminators: dict | None = None) -> str:
     """Writes a checkpoint folder holding a (built) generator, and optionally its discriminators, e.g. for
     converted official weights; ``tfinpaint.load(folder)`` and ``infer.py --__gpath__ folder`` read it like a
     training checkpoint, and ``train.py --init_from folder`` starts a training run from it."""

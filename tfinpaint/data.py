@@ -19,7 +19,7 @@ import concurrent.futures
 import dataclasses
 import os
 import threading
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -74,7 +74,7 @@ def sample_images() -> list:
     return paths
 
 
-def image_file_problem(path) -> Optional[str]:
+def image_file_problem(path) -> str | None:
     """Why ``path`` cannot be a training image (empty, unreadable, not an image, truncated), or None.
 
     Reads only the first and last bytes of the file, so scanning a large dataset costs little.
@@ -108,7 +108,7 @@ def image_file_problem(path) -> Optional[str]:
     return "not a JPEG, PNG, BMP or WebP image"
 
 
-def _full_decode_problem(path) -> Optional[str]:
+def _full_decode_problem(path) -> str | None:
     problem = image_file_problem(path)
     if problem:
         return problem
@@ -234,7 +234,7 @@ class _DecodeWatch:
     stream (no image file, or no mask file, is left). ``failed`` runs for an element whose decode failed.
     """
 
-    def __init__(self, paths: list, mask_paths: Optional[list]):
+    def __init__(self, paths: list, mask_paths: list | None):
         self.images, self.masks = set(paths), set(mask_paths or ())
         self.bad_images, self.bad_masks = set(), set()
         self.lock = threading.Lock()
@@ -277,7 +277,7 @@ def make_dataset(
     image_size,
     batch_size: int,
     mask_type: str = "free_form",
-    mask_paths: Optional[Sequence] = None,
+    mask_paths: Sequence | None = None,
     seed: int = 0,
     training: bool = True,
     drop_remainder: bool = True,

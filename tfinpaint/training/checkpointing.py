@@ -10,15 +10,23 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-from typing import Optional
 
 import tensorflow as tf
 from absl import logging
 
 from tfinpaint import checkpoints
-from tfinpaint.checkpoints import (MODEL_CONFIG_FILE, CheckpointCorruptError, CheckpointError, network_objects,
-                                   optimizer_variables, read_model_config, restore_objects, stored_variables,
-                                   variable_key, write_model_config)
+from tfinpaint.checkpoints import (
+    MODEL_CONFIG_FILE,
+    CheckpointCorruptError,
+    CheckpointError,
+    network_objects,
+    optimizer_variables,
+    read_model_config,
+    restore_objects,
+    stored_variables,
+    variable_key,
+    write_model_config,
+)
 
 # Options that feed only a loss, not the architecture: they may change between runs on one folder.
 LOSS_ONLY_OPTIONS = ("vgg_weights", "vgg_preprocessing")
@@ -98,7 +106,7 @@ class TrainingCheckpoint:
         self.checkpoint = tf.train.Checkpoint(**self.objects(positional=False))
         self.manager = tf.train.CheckpointManager(self.checkpoint, write_dir, max_to_keep=keep)
         self.last_saved_step = -1
-        self.last_saved_path: Optional[str] = None
+        self.last_saved_path: str | None = None
 
     def objects(self, positional: bool) -> dict:
         generator, discriminators = self.networks
@@ -140,7 +148,7 @@ class TrainingCheckpoint:
         paths = [path if os.path.isabs(path) else os.path.join(self.ckpt_dir, path) for path in paths]
         return sorted(paths, key=_checkpoint_number, reverse=True)
 
-    def restore_latest(self) -> Optional[str]:
+    def restore_latest(self) -> str | None:
         """Restores the newest intact checkpoint; a truncated or corrupt newer one is skipped with a warning.
         Returns its path, or None in a folder without checkpoints."""
         candidates = self.candidates()

@@ -282,9 +282,9 @@ def _tensorboard_hint(logdir: str) -> str:
 def _train() -> int:
     """Trains from the flags; returns the exit code (non-zero when stopped by a signal)."""
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
-    from tfinpaint.training.trainer import TrainConfig, Trainer, default_strategy
-
     import tensorflow as tf
+
+    from tfinpaint.training.trainer import TrainConfig, Trainer, default_strategy
 
     # TensorFlow's INFO lines (some through absl logging) would drown the progress output.
     tf.get_logger().setLevel("WARNING")

@@ -3,7 +3,6 @@ many batches the steps so far drew from the data stream (to resume it exactly)."
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 
 def phase_lengths(phases, max_steps: int) -> list:
@@ -65,7 +64,7 @@ class Schedule:
     its ratio to the recipe's base rate.
     """
 
-    def __init__(self, recipe, max_steps: int, learning_rate: Optional[float] = None):
+    def __init__(self, recipe, max_steps: int, learning_rate: float | None = None):
         self.recipe = recipe
         self.phases = list(recipe.phases)
         self.lengths = phase_lengths(self.phases, max_steps)

@@ -27,17 +27,23 @@ import os
 import shutil
 import signal
 import threading
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from tfinpaint.training import checkpointing
-from tfinpaint.training.checkpointing import (CheckpointSaveError, ModelMismatchError,  # noqa: F401 (public)
-                                              TrainingCheckpoint)
-from tfinpaint.training.monitoring import (Callback, Monitor, StepRate, preview_grid,  # noqa: F401 (public)
-                                           validation_scores, write_image, write_scalar)
+from tfinpaint.training.checkpointing import CheckpointSaveError, ModelMismatchError, TrainingCheckpoint  # noqa: F401 (public)
+from tfinpaint.training.monitoring import (  # noqa: F401 (public)
+    Callback,
+    Monitor,
+    StepRate,
+    preview_grid,
+    validation_scores,
+    write_image,
+    write_scalar,
+)
 from tfinpaint.training.recipe import ModelSet, Recipe, make_optimizer
 from tfinpaint.training.schedule import Schedule, phase_lengths  # noqa: F401 (public)
 from tfinpaint.training.steps import default_strategy, make_step, task_info  # noqa: F401 (public)
@@ -67,13 +73,13 @@ class TrainConfig:
         step 0); ignored when ``ckpt_dir`` already holds checkpoints (the run resumes).
     """
 
-    batch_size: Optional[int] = None
-    image_size: Optional[object] = None
+    batch_size: int | None = None
+    image_size: object | None = None
     max_steps: int = 1000
-    learning_rate: Optional[float] = None
+    learning_rate: float | None = None
     loss_weights: dict = dataclasses.field(default_factory=dict)
     ckpt_dir: str = "checkpoints"
-    logdir: Optional[str] = None
+    logdir: str | None = None
     seed: int = 0
     save_every: int = 500
     keep_checkpoints: int = 3
@@ -82,7 +88,7 @@ class TrainConfig:
     val_every: int = 0
     mixed_precision: object = False
     progress: bool = True
-    init_from: Optional[str] = None
+    init_from: str | None = None
 
 
 def resolve_model(model) -> tuple:
@@ -120,8 +126,8 @@ class Trainer:
     model_options: build options (e.g. ``{"cnum": 16}``), stored in model.json.
     """
 
-    def __init__(self, model="deepfill_v2", model_options: Optional[dict] = None,
-                 config: Optional[TrainConfig] = None, strategy: Optional[tf.distribute.Strategy] = None):
+    def __init__(self, model="deepfill_v2", model_options: dict | None = None,
+                 config: TrainConfig | None = None, strategy: tf.distribute.Strategy | None = None):
         import keras
 
         self.config = config = dataclasses.replace(config or TrainConfig())
@@ -332,7 +338,7 @@ class Trainer:
     def _last_saved_step(self) -> int:
         return self.checkpointing.last_saved_step
 
-    def save(self) -> Optional[str]:
+    def save(self) -> str | None:
         """Writes a checkpoint for the current step (every worker must call it in a cluster). A failed write
         raises ``CheckpointSaveError`` and keeps the last good checkpoint."""
         step = int(self.step.numpy())
@@ -403,8 +409,8 @@ class Trainer:
         return validation_scores([self._predict(batch) for batch in batches], batches)
 
     # ----------------------------------------------------------------------------------------- the loop
-    def fit(self, data: Callable, val_data: Optional[tf.data.Dataset] = None, preview_batch: Optional[dict] = None,
-            val_batches: int = 4, callbacks: Optional[Sequence[Callback]] = None) -> dict:
+    def fit(self, data: Callable, val_data: tf.data.Dataset | None = None, preview_batch: dict | None = None,
+            val_batches: int = 4, callbacks: Sequence[Callback] | None = None) -> dict:
         """Trains until ``max_steps`` (or a SIGINT/SIGTERM, which saves a checkpoint first).
 
         data: see ``distribute``. val_data: a finite dataset of validation batches (the first ``val_batches``
