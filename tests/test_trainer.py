@@ -597,3 +597,53 @@ def test_cli_pconv_trains_without_vgg_weights_when_perceptual_and_style_are_off(
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "loss weights" in finished.stdout and "perceptual=0" in finished.stdout and "style=0" in finished.stdout
     assert _latest_step(tmp_path / "ckpt") == 2
+
+
+class _FakeTerminal:
+    """A text stream that says it is a terminal; ``broken`` makes every write fail like a closed pipe."""
+
+    def __init__(self, broken=False):
+        self.parts, self.broken = [], broken
+
+    def isatty(self):
+        return True
+
+    def fileno(self):
+        raise OSError("no file descriptor")
+
+    def write(self, text):
+        if self.broken:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self):
+        if self.broken:
+            raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_console_progress_draws_a_keras_progbar_on_a_terminal_and_survives_a_broken_one(monkeypatch):
+    from tfinpaint.training import cli
+    from tfinpaint.training.recipe import Phase
+
+    terminal = _FakeTerminal()
+    monkeypatch.setattr(sys, "stdout", terminal)  # keras.utils.Progbar writes to sys.stdout
+    progress = cli.ConsoleProgress(every=1)
+    progress.on_train_begin(2, 6)
+    progress.on_phase_begin(0, Phase("adversarial"), 2, 6, {"l1": 1.0, "gan": 0.1})
+    for step in (3, 4):
+        progress.on_step_end(step, {"g/total": 0.5 / step}, 10.0)
+        time.sleep(0.06)  # Progbar redraws at most every 50 ms
+    progress.on_train_end({})
+    output = "".join(terminal.parts)
+    assert "phase 1: 'adversarial': steps 3-6, loss weights l1=1, gan=0.1" in output
+    assert "2/4" in output and "\r" in output  # the bar counts this session's steps, redrawn in place
+    assert "g/total: 0.1250" in output  # the step's own loss (stateful), not a running mean
+
+    broken = _FakeTerminal(broken=True)
+    monkeypatch.setattr(sys, "stdout", broken)
+    progress = cli.ConsoleProgress(every=1)
+    progress.on_train_begin(0, 3)
+    progress.on_phase_begin(0, Phase("adversarial"), 0, 3, {"l1": 1.0})
+    progress.on_step_end(1, {"g/total": 0.5}, 10.0)  # no exception: output is switched off
+    assert progress.broken

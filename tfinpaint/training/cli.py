@@ -178,8 +178,9 @@ class ConsoleProgress:
 
                     # Stateful: the bar shows each step's losses rather than running means.
                     self.bar = keras.utils.Progbar(self.total - self.start, unit_name="step",
-                                                   stateful_metrics=["step", *logs])
-                self.bar.update(step - self.start, values=[("step", step)] + list(logs.items()))
+                                                   stateful_metrics=list(logs))
+                # Counted from this session's first step: Progbar's ETA assumes it started at zero.
+                self.bar.update(step - self.start, values=list(logs.items()))
             except (OSError, ValueError):
                 self.broken = True
                 _silence(self.stream)
