@@ -17,7 +17,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.test_serve_api import REPO, free_port, make_checkpoint
+from tests.test_serve_api import REPO, free_port, make_checkpoint, png_bytes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -114,6 +114,17 @@ def run_and_read_result(browser) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
+def drop_image(browser, data: bytes, name: str) -> None:
+    """Drops a file on the page as a drag and drop from the desktop does (a drop event carrying the file)."""
+    browser.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (char) => char.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], arguments[1], { type: "image/png" }));
+        document.getElementById("drop-zone").dispatchEvent(
+          new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));""",
+        base64.b64encode(data).decode(), name)
+
+
 def stroke_distance(height, width, row, first_col, last_col):
     """Distance in image pixels of every pixel from a horizontal stroke's centre line (fractions of the size)."""
     rows, cols = np.mgrid[0:height, 0:width]
@@ -134,12 +145,26 @@ def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
     wait = WebDriverWait(browser, 60)
     browser.get(server)
     wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#model option")) == 2)
+    # Dropping a file opens it too (a small other picture, replaced below by the photo from the file picker).
+    drop_image(browser, png_bytes(np.full((30, 40, 3), 90, np.uint8)), "dropped.png")
+    wait.until(lambda driver: "dropped.png: 40 x 30 pixels" in driver.find_element(By.ID, "info").text)
     browser.find_element(By.ID, "image-input").send_keys(str(photo_path))
     wait.until(lambda driver: driver.find_element(By.ID, "view").is_displayed()
-               and "300 x 200 pixels" in driver.find_element(By.ID, "info").text)
+               and "cat.jpg: 300 x 200 pixels" in driver.find_element(By.ID, "info").text)
     overlay = browser.find_element(By.ID, "overlay")
     scale = browser.execute_script("return arguments[0].getBoundingClientRect().width", overlay) / width
     radius = int(browser.find_element(By.ID, "brush-size").get_attribute("value")) / 2 / scale  # image pixels
+    assert scale == 1  # the page fits a 300 x 200 photo unscaled, so overlay pixels are image pixels
+
+    # A mask file with white = known: its black 20 x 30 rectangle becomes the hole; Clear removes it.
+    known_mask = np.full((height, width), 255, np.uint8)
+    known_mask[10:30, 200:230] = 0
+    cv2.imwrite(str(tmp_path / "known.png"), known_mask)
+    Select(browser.find_element(By.ID, "mask-polarity")).select_by_value("valid")
+    browser.find_element(By.ID, "mask-input").send_keys(str(tmp_path / "known.png"))
+    wait.until(lambda driver: driver.execute_script(PAINTED, overlay) == 20 * 30)
+    browser.find_element(By.ID, "clear").click()
+    assert browser.execute_script(PAINTED, overlay) == 0
 
     paint_stroke(browser, overlay, 0.5, 0.3, 0.6)
     stroke_pixels = browser.execute_script(PAINTED, overlay)
@@ -165,6 +190,7 @@ def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
 
     toggle = browser.find_element(By.ID, "before-after")
     assert toggle.text == "Show before"
+    assert browser.execute_script("return getComputedStyle(arguments[0]).display", overlay) == "none"
     toggle.click()
     assert toggle.text == "Show after"
 

@@ -366,7 +366,8 @@ function setResult(result) {
 
 function showView() {
   $("view").classList.toggle("showing-result", state.showingResult);
-  $("before-after").textContent = state.showingResult ? "Show before" : "Show after";
+  $("before-after").textContent = !state.result ? "Before / after"
+    : state.showingResult ? "Show before" : "Show after";
   if (state.bitmap) drawPhoto();
   updateButtons();
 }
