@@ -4,6 +4,7 @@ redo it, inpaint, and compare the downloaded result with the photo. Needs Debian
 import base64
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.test_serve_api import REPO, free_port, make_checkpoint, png_bytes
+from tests.test_serve_api import REPO, free_port, make_checkpoint
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -114,15 +115,25 @@ def run_and_read_result(browser) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
-def drop_image(browser, data: bytes, name: str) -> None:
+def jpeg_with_orientation_6() -> bytes:
+    """A 40 x 30 JPEG, white left half, with an EXIF APP1 segment whose orientation tag is 6 (turn 90 degrees)."""
+    stored = np.zeros((30, 40, 3), np.uint8)
+    stored[:, :20] = 255
+    jpeg = cv2.imencode(".jpg", stored)[1].tobytes()
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, 6, 0) + b"\x00" * 4
+    exif = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:]
+
+
+def drop_image(browser, data: bytes, name: str, mime: str) -> None:
     """Drops a file on the page as a drag and drop from the desktop does (a drop event carrying the file)."""
     browser.execute_script("""
         const bytes = Uint8Array.from(atob(arguments[0]), (char) => char.charCodeAt(0));
         const transfer = new DataTransfer();
-        transfer.items.add(new File([bytes], arguments[1], { type: "image/png" }));
+        transfer.items.add(new File([bytes], arguments[1], { type: arguments[2] }));
         document.getElementById("drop-zone").dispatchEvent(
           new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));""",
-        base64.b64encode(data).decode(), name)
+        base64.b64encode(data).decode(), name, mime)
 
 
 def stroke_distance(height, width, row, first_col, last_col):
@@ -145,9 +156,14 @@ def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
     wait = WebDriverWait(browser, 60)
     browser.get(server)
     wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#model option")) == 2)
-    # Dropping a file opens it too (a small other picture, replaced below by the photo from the file picker).
-    drop_image(browser, png_bytes(np.full((30, 40, 3), 90, np.uint8)), "dropped.png")
-    wait.until(lambda driver: "dropped.png: 40 x 30 pixels" in driver.find_element(By.ID, "info").text)
+    # Dropping a file opens it too: a JPEG whose EXIF says "turn 90 degrees" is shown as stored, as the server
+    # reads it (white left half), not turned as browsers show it.
+    drop_image(browser, jpeg_with_orientation_6(), "phone.jpg", "image/jpeg")
+    wait.until(lambda driver: "phone.jpg: 40 x 30 pixels" in driver.find_element(By.ID, "info").text)
+    left, right = browser.execute_script(
+        "const context = document.getElementById('photo').getContext('2d');"
+        "return [context.getImageData(5, 15, 1, 1).data[0], context.getImageData(35, 15, 1, 1).data[0]]")
+    assert left > 200 and right < 50
     browser.find_element(By.ID, "image-input").send_keys(str(photo_path))
     wait.until(lambda driver: driver.find_element(By.ID, "view").is_displayed()
                and "cat.jpg: 300 x 200 pixels" in driver.find_element(By.ID, "info").text)
