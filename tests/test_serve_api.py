@@ -378,7 +378,7 @@ def test_clients_that_disconnect_do_not_leave_the_server_stuck():
     import httpx
     import uvicorn
 
-    stub = StubInpainter(seconds=1.5)
+    stub = StubInpainter(seconds=2.5)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app({"stub": stub}), host="127.0.0.1", port=port,
                                            log_level="error"))
@@ -390,17 +390,23 @@ def test_clients_that_disconnect_do_not_leave_the_server_stuck():
             assert time.time() < deadline, "uvicorn did not start"
             time.sleep(0.05)
         request = raw_request(port, png_bytes(photo()), png_bytes(box_mask()))
-        # A: sent, then gone while the model runs. B: gone while it waits for the model, so it never runs.
-        for _ in range(2):
-            with socket.create_connection(("127.0.0.1", port)) as sock:
-                sock.sendall(request)
-                time.sleep(0.4)
+        # A: gone while the model runs it. B: gone while it waits for the model, so it never runs.
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(request)
+            while not stub.calls:
+                assert time.time() < deadline, "the first request never reached the model"
+                time.sleep(0.02)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(request)
+            time.sleep(0.3)
         response = httpx.post(f"http://127.0.0.1:{port}/api/v1/inpaint", timeout=30,
                               files={"image": ("p.png", png_bytes(photo()), "image/png"),
                                      "mask": ("m.png", png_bytes(box_mask()), "image/png")})
         assert response.status_code == 200
         np.testing.assert_array_equal(decode_png(response.content),
                                       expected_stub_result(photo(), box_mask() > 127))
+        # B, had it been kept, could get the model after C: give it the time to show up.
+        time.sleep(stub.seconds + 1.0)
         assert len(stub.calls) == 2, "the request whose client left before its turn must not run"
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=10).json()["status"] == "ok"
     finally:
