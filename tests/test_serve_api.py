@@ -145,7 +145,8 @@ def test_health_and_models_list_every_loaded_checkpoint(checkpoint, tmp_path):
         assert client.get("/api/v1/health").json() == {"status": "ok", "models": 2}
         body = client.get("/api/v1/models").json()
     assert body["max_pixels"] == 1234
-    assert [model["name"] for model in body["models"]] == [os.path.basename(checkpoint), os.path.basename(checkpoint) + "-2"]
+    name = os.path.basename(checkpoint)
+    assert [model["name"] for model in body["models"]] == [name, name + "-2"]
     assert [model["checkpoint"] for model in body["models"]] == [checkpoint, second]
     for model in body["models"]:
         assert model["model"] == "glcic" and model["hd_strategies"][0] == "default"

@@ -28,11 +28,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Annotated
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -69,10 +69,10 @@ class ModelEntry:
 
     name: str
     inpainter: object
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     # None: the inpainter takes no ``hd_strategy`` (only "default" is accepted); () : it takes one but does not list
     # its choices (the inpainter validates the name).
-    hd_strategies: Optional[tuple] = None
+    hd_strategies: tuple | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -84,7 +84,7 @@ class ModelEntry:
                 "hd_strategies": ["default", *(self.hd_strategies or ())]}
 
 
-def model_entry(name: str, inpainter, checkpoint: Optional[str] = None) -> ModelEntry:
+def model_entry(name: str, inpainter, checkpoint: str | None = None) -> ModelEntry:
     """Wraps an ``Inpainter`` (or anything called like one), looking once at whether it takes ``hd_strategy``."""
     listed = getattr(inpainter, "hd_strategies", None)
     try:
@@ -122,7 +122,7 @@ def _header_text(text: str) -> str:
     return _one_line(text).encode("ascii", "replace").decode("ascii")
 
 
-def _upload_label(upload_name: Optional[str], fallback: str) -> str:
+def _upload_label(upload_name: str | None, fallback: str) -> str:
     name = os.path.basename((upload_name or "").replace("\\", "/"))
     name = re.sub(r"[^\w.\- ]", "_", name)[:100].strip()
     return name if name.strip(".") else fallback
@@ -175,7 +175,7 @@ def _read_upload(data: bytes, label: str, reader):
             raise BadInput(400, _one_line(str(error).replace(path, label))) from None
 
 
-def decode_image(data: bytes, upload_name: Optional[str], max_pixels: int) -> np.ndarray:
+def decode_image(data: bytes, upload_name: str | None, max_pixels: int) -> np.ndarray:
     label = _upload_label(upload_name, "image")
     if not data:
         raise BadInput(400, f"image {label}: empty file")
@@ -187,7 +187,7 @@ def decode_image(data: bytes, upload_name: Optional[str], max_pixels: int) -> np
     return image
 
 
-def decode_mask(data: bytes, upload_name: Optional[str], shape, polarity: str, max_pixels: int, warnings: list):
+def decode_mask(data: bytes, upload_name: str | None, shape, polarity: str, max_pixels: int, warnings: list):
     """The mask as float32 1 = hole at the image's size (another size is resized, nearest, with a warning)."""
     label = _upload_label(upload_name, "mask")
     if not data:
@@ -218,9 +218,9 @@ def encode_png(rgb: np.ndarray) -> bytes:
 class _Job:
     entry: ModelEntry
     image_data: bytes
-    image_name: Optional[str]
+    image_name: str | None
     mask_data: bytes
-    mask_name: Optional[str]
+    mask_name: str | None
     polarity: str
     hd_strategy: str
     stages: bool
@@ -306,9 +306,9 @@ def create_app(models, max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
         return {"models": [entry.describe() for entry in entries.values()], "max_pixels": max_pixels}
 
     @app.post("/api/v1/inpaint")
-    async def inpaint(request: Request, image: UploadFile = File(...), mask: UploadFile = File(...),
-                      model: Optional[str] = Form(None), hd_strategy: str = Form("default"),
-                      mask_polarity: str = Form("hole"), stages: bool = Form(False)):
+    async def inpaint(request: Request, image: Annotated[UploadFile, File()], mask: Annotated[UploadFile, File()],
+                      model: Annotated[str | None, Form()] = None, hd_strategy: Annotated[str, Form()] = "default",
+                      mask_polarity: Annotated[str, Form()] = "hole", stages: Annotated[bool, Form()] = False):
         name = model or next(iter(entries))
         if name not in entries:
             raise BadInput(400, f"unknown model {name!r} (available: {', '.join(entries)})")
