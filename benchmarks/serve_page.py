@@ -128,6 +128,7 @@ def main() -> None:
                    or "failed" in d.find_element(By.ID, "message").text)
         round_trip = time.perf_counter() - started
         shown = driver.find_element(By.ID, "elapsed").text
+        breakdown = driver.find_element(By.ID, "elapsed").get_attribute("title")
         if "done in" not in shown:
             raise SystemExit(f"inpainting failed: {driver.find_element(By.ID, 'message').text}")
 
@@ -146,7 +147,7 @@ def main() -> None:
         print(f"photo: {args.width} x {args.height} ({args.width * args.height / 1e6:.1f} MP), "
               f"{os.path.getsize(photo_path) / 1e6:.1f} MB JPEG; checkpoint {checkpoint}")
         print(f"open in the page: {opened:.2f} s")
-        print(f"inpaint, click to result shown: {round_trip:.2f} s (page: {shown})")
+        print(f"inpaint, click to result shown: {round_trip:.2f} s (page: {shown}; {breakdown})")
         print(f"result PNG: {len(encoded) * 3 / 4 / 1e6:.1f} MB, read back through webdriver in {read_back:.2f} s")
         print(f"result size matches the photo: {result.shape == photo.shape}; changed pixels: {changed.sum()} "
               f"in rows {rows.min()}-{rows.max()}, columns {cols.min()}-{cols.max()} (the stroke's area only)")

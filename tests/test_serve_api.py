@@ -159,6 +159,8 @@ def test_real_model_result_is_the_png_of_the_inpainter_with_known_pixels_kept(re
     assert "photo_inpainted.png" in response.headers["content-disposition"]
     assert "x-tfinpaint-warning" not in response.headers
     assert float(response.headers["x-tfinpaint-seconds"]) >= 0
+    assert [part.split(";")[0] for part in response.headers["server-timing"].split(", ")] == \
+        ["decode", "model", "encode"]
     result = decode_png(response.content)
     assert result.shape == image.shape
     hole = mask > 127
@@ -301,6 +303,24 @@ def test_inpainter_error_is_a_one_line_400():
         response = post(client, png_bytes(photo()), png_bytes(box_mask()))
         assert_one_line_error(response, 400, "at least 8 pixels wide")
         assert client.get("/api/v1/health").status_code == 200
+
+
+def test_model_failure_is_a_one_line_500_and_the_model_stays_usable():
+    class Flaky(StubInpainter):
+        def __call__(self, image, mask, return_steps=False, mask_polarity=None):
+            if not self.calls:
+                self.calls.append("failed")
+                raise RuntimeError("out of memory\nin the attention layer")
+            return super().__call__(image, mask, return_steps, mask_polarity)
+
+    image, mask = photo(), box_mask()
+    with TestClient(create_app({"flaky": Flaky()}), raise_server_exceptions=False) as client:
+        assert_one_line_error(post(client, png_bytes(image), png_bytes(mask)), 500, "RuntimeError",
+                              "out of memory in the attention layer")
+        # The lock was released: the next request runs.
+        response = post(client, png_bytes(image), png_bytes(mask))
+        assert response.status_code == 200
+        np.testing.assert_array_equal(decode_png(response.content), expected_stub_result(image, mask > 127))
 
 
 # ---------------------------------------------------------------- strategies and stages

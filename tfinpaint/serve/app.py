@@ -8,7 +8,8 @@ API (all errors are 4xx JSON ``{"detail": "<one line>"}``; the server keeps serv
   one), ``hd_strategy`` ("default" or one the model lists), ``mask_polarity`` ("hole": white = hole, or "valid":
   white = known) and ``stages`` (true: keep the model's intermediate stages for ``/api/v1/results``). Returns the
   completed image as PNG. Response headers: ``X-Tfinpaint-Warning`` (a mask of another size was resized, an empty
-  mask returned the image unchanged), ``X-Tfinpaint-Seconds``, ``X-Tfinpaint-Result-Id`` and ``X-Tfinpaint-Stages``.
+  mask returned the image unchanged), ``X-Tfinpaint-Seconds`` (the model's time), ``Server-Timing`` (decode, which
+  includes waiting for the model, model, encode), ``X-Tfinpaint-Result-Id`` and ``X-Tfinpaint-Stages``.
 * ``GET /api/v1/results/{result_id}/{stage}.png``: a stage ("coarse", "flow") of a recent result.
 
 Each model runs one request at a time (a lock); decoding and encoding run outside it. A request whose client
@@ -231,6 +232,7 @@ class _Job:
 def _run_job(job: _Job) -> dict:
     """Decodes, inpaints under the model's lock and encodes; runs in a worker thread."""
     warnings = []
+    started = time.perf_counter()
     image = decode_image(job.image_data, job.image_name, job.max_pixels)
     hole = decode_mask(job.mask_data, job.mask_name, image.shape, job.polarity, job.max_pixels, warnings)
     if not hole.any():
@@ -243,18 +245,21 @@ def _run_job(job: _Job) -> dict:
     try:
         if job.cancelled.is_set():
             raise ClientGone()
-        started = time.perf_counter()
+        decoded = time.perf_counter()
         try:
             # The mask is already 1 = hole: the polarity was applied once, when it was read.
             output = job.entry.inpainter(image, hole, return_steps=job.stages, mask_polarity="hole", **options)
         except ValueError as error:
             raise BadInput(400, _one_line(error)) from None
-        seconds = time.perf_counter() - started
+        inpainted = time.perf_counter()
     finally:
         job.entry.lock.release()
     result, steps = output if job.stages else (output, {})
     stages = {name: encode_png(steps[name]) for name in STAGE_NAMES if name in steps}
-    return {"png": encode_png(result), "stages": stages, "warnings": warnings, "seconds": seconds}
+    png = encode_png(result)
+    # Decoding includes the wait for the model's lock.
+    timings = {"decode": decoded - started, "model": inpainted - decoded, "encode": time.perf_counter() - inpainted}
+    return {"png": png, "stages": stages, "warnings": warnings, "timings": timings}
 
 
 def create_app(models, max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
@@ -341,7 +346,9 @@ def create_app(models, max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
             outcome = work.result()
         except ClientGone:
             return Response(status_code=499)
-        headers = {"X-Tfinpaint-Seconds": f"{outcome['seconds']:.3f}"}
+        timings = outcome["timings"]
+        headers = {"X-Tfinpaint-Seconds": f"{timings['model']:.3f}",
+                   "Server-Timing": ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in timings.items())}
         if outcome["warnings"]:
             headers["X-Tfinpaint-Warning"] = _header_text("; ".join(outcome["warnings"]))
         if outcome["stages"]:

@@ -349,7 +349,9 @@ async function run() {
   try {
     const form = new FormData();
     form.append("image", state.source, state.sourceName);
+    const maskStarted = performance.now();
     form.append("mask", await maskBlob(), "mask.png");
+    const maskSeconds = (performance.now() - maskStarted) / 1000;
     form.append("model", $("model").value);
     form.append("hd_strategy", $("hd-strategy").value);
     form.append("mask_polarity", "hole");  // the page always sends white = hole
@@ -370,6 +372,11 @@ async function run() {
     const total = (performance.now() - started) / 1000;
     const modelSeconds = Number(response.headers.get("X-Tfinpaint-Seconds") || 0);
     $("elapsed").textContent = `done in ${total.toFixed(2)} s (model ${modelSeconds.toFixed(2)} s)`;
+    $("elapsed").title = `page: mask ${maskSeconds.toFixed(2)} s; server: ` +
+      (response.headers.get("Server-Timing") || "").split(",").map((part) => {
+        const [name, duration] = part.trim().split(";dur=");
+        return `${name} ${(Number(duration) / 1000).toFixed(2)} s`;
+      }).join(", ");
     const warning = response.headers.get("X-Tfinpaint-Warning");
     showMessage(warning || `${bitmap.width} x ${bitmap.height} result`, warning ? "warning" : "");
   } catch (error) {
