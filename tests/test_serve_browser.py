@@ -1,6 +1,8 @@
-"""The ``tfinpaint serve`` page in real headless Chromium: open a photo, paint a stroke with pointer events, undo and
-redo it, inpaint, and compare the downloaded result with the photo. Needs Debian's ``chromium`` and
-``chromium-driver`` (``.ci/run`` installs them); without them the test fails, it is not skipped."""
+"""The ``tfinpaint serve`` page in real headless Chromium, against ``python -m tfinpaint serve`` on a free port: drop
+and open photos, load a mask file, paint strokes with pointer events, undo and redo, inpaint, compare the
+downloaded result with the photo, inpaint again over it with a model that has stages, and save screenshots.
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); without them the test fails, it
+is not skipped."""
 import base64
 import os
 import shutil
@@ -62,10 +64,10 @@ def server(tmp_path):
 
 
 @pytest.fixture()
-def browser(tmp_path):
+def browser(tmp_path, monkeypatch):
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         assert os.path.exists(path), f"{path} is missing: apt-get install chromium chromium-driver ({package})"
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
