@@ -148,8 +148,9 @@ def stroke_distance(height, width, row, first_col, last_col):
 def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
     from skimage import data
 
-    # A real photo, non-square, saved as JPEG as a camera would.
-    photo_rgb = cv2.resize(data.chelsea(), (300, 200), interpolation=cv2.INTER_AREA)
+    # A real photo, non-square and larger than the view (the page paints on a scaled view and sends a
+    # full-resolution mask), saved as JPEG as a camera would.
+    photo_rgb = cv2.resize(data.chelsea(), (1200, 800), interpolation=cv2.INTER_CUBIC)
     photo_path = tmp_path / "cat.jpg"
     cv2.imwrite(str(photo_path), photo_rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
     photo = cv2.imread(str(photo_path), cv2.IMREAD_COLOR)[:, :, ::-1]  # as the server decodes it
@@ -166,23 +167,25 @@ def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
         "const context = document.getElementById('photo').getContext('2d');"
         "return [context.getImageData(5, 15, 1, 1).data[0], context.getImageData(35, 15, 1, 1).data[0]]")
     assert left > 200 and right < 50
-    browser.find_element(By.ID, "image-input").send_keys(str(photo_path))
-    wait.until(lambda driver: driver.find_element(By.ID, "view").is_displayed()
-               and "cat.jpg: 300 x 200 pixels" in driver.find_element(By.ID, "info").text)
-    overlay = browser.find_element(By.ID, "overlay")
-    scale = browser.execute_script("return arguments[0].getBoundingClientRect().width", overlay) / width
-    radius = int(browser.find_element(By.ID, "brush-size").get_attribute("value")) / 2 / scale  # image pixels
-    assert scale == 1  # the page fits a 300 x 200 photo unscaled, so overlay pixels are image pixels
 
-    # A mask file with white = known: its black 20 x 30 rectangle becomes the hole; Clear removes it.
-    known_mask = np.full((height, width), 255, np.uint8)
-    known_mask[10:30, 200:230] = 0
+    # A mask file with white = known on that small picture (shown unscaled): its black 10 x 20 rectangle becomes
+    # the hole; Clear removes it.
+    overlay = browser.find_element(By.ID, "overlay")
+    known_mask = np.full((30, 40), 255, np.uint8)
+    known_mask[5:15, 10:30] = 0
     cv2.imwrite(str(tmp_path / "known.png"), known_mask)
     Select(browser.find_element(By.ID, "mask-polarity")).select_by_value("valid")
     browser.find_element(By.ID, "mask-input").send_keys(str(tmp_path / "known.png"))
-    wait.until(lambda driver: driver.execute_script(PAINTED, overlay) == 20 * 30)
+    wait.until(lambda driver: driver.execute_script(PAINTED, overlay) == 10 * 20)
     browser.find_element(By.ID, "clear").click()
     assert browser.execute_script(PAINTED, overlay) == 0
+
+    browser.find_element(By.ID, "image-input").send_keys(str(photo_path))
+    wait.until(lambda driver: driver.find_element(By.ID, "view").is_displayed()
+               and "cat.jpg: 1200 x 800 pixels" in driver.find_element(By.ID, "info").text)
+    scale = browser.execute_script("return arguments[0].getBoundingClientRect().width", overlay) / width
+    assert 0.3 < scale < 0.95, scale
+    radius = int(browser.find_element(By.ID, "brush-size").get_attribute("value")) / 2 / scale  # image pixels
 
     paint_stroke(browser, overlay, 0.5, 0.3, 0.6)
     stroke_pixels = browser.execute_script(PAINTED, overlay)
