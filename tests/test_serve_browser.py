@@ -39,7 +39,7 @@ def server(tmp_path):
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tfinpaint", "serve", "--gpath", checkpoints[0], "--gpath", checkpoints[1],
-             "--port", str(port)],
+             "--port", str(port), "--max_pixels", "30000000"],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -53,6 +53,7 @@ def server(tmp_path):
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
+        assert httpx.get(f"{url}/api/v1/models", timeout=10).json()["max_pixels"] == 30_000_000
         yield url
     finally:
         process.terminate()
@@ -190,6 +191,7 @@ def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
     paint_stroke(browser, overlay, 0.5, 0.3, 0.6)
     stroke_pixels = browser.execute_script(PAINTED, overlay)
     assert stroke_pixels > 0, "the stroke did not paint the overlay"
+    assert browser.find_element(By.ID, "brush-cursor").is_displayed()
     browser.find_element(By.ID, "undo").click()
     assert browser.execute_script(PAINTED, overlay) == 0
     browser.find_element(By.ID, "redo").click()

@@ -12,6 +12,7 @@ const STAGES_MAX_PIXELS = 4 * 1024 * 1024;
 
 const state = {
   models: [],
+  maxPixels: 0,        // the server's limit (GET /api/v1/models)
   source: null,        // Blob sent as the image: the opened file, or a previous result
   sourceName: "image",
   bitmap: null,        // the source decoded, full resolution
@@ -33,6 +34,7 @@ async function loadModels() {
     const response = await fetch("/api/v1/models");
     const body = await response.json();
     state.models = body.models;
+    state.maxPixels = body.max_pixels;
     const select = $("model");
     select.replaceChildren(...state.models.map((model) => new Option(`${model.name} (${model.model})`, model.name)));
     fillStrategies();
@@ -119,7 +121,12 @@ async function openImage(blob, name) {
   $("info").textContent = `${state.sourceName}: ${state.width} x ${state.height} pixels ` +
     `(${(state.width * state.height / 1e6).toFixed(1)} MP)` +
     (orientation >= 2 && orientation <= 8 ? `, shown as stored (EXIF orientation ${orientation} not applied)` : "");
-  showMessage("");
+  if (state.maxPixels && state.width * state.height > state.maxPixels) {
+    showMessage(`${state.sourceName} has more pixels than the server accepts (${state.maxPixels.toLocaleString("en")})`,
+      "error");
+  } else {
+    showMessage("");
+  }
   updateButtons();
 }
 
@@ -300,7 +307,19 @@ function onPointerDown(event) {
   drawStroke($("overlay").getContext("2d"), state.stroke, state.scale, false);
 }
 
+// A circle the brush's size follows the pointer over the view.
+function moveBrushCursor(event) {
+  const cursor = $("brush-cursor");
+  const rect = $("overlay").getBoundingClientRect();
+  const size = Number($("brush-size").value);
+  cursor.hidden = false;
+  cursor.style.width = cursor.style.height = `${size}px`;
+  cursor.style.left = `${event.clientX - rect.left}px`;
+  cursor.style.top = `${event.clientY - rect.top}px`;
+}
+
 function onPointerMove(event) {
+  moveBrushCursor(event);
   if (!state.stroke) return;
   const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
   const from = state.stroke.points.length;
@@ -496,6 +515,7 @@ function wire() {
   overlay.addEventListener("pointermove", onPointerMove);
   overlay.addEventListener("pointerup", onPointerUp);
   overlay.addEventListener("pointercancel", onPointerUp);
+  overlay.addEventListener("pointerleave", () => { $("brush-cursor").hidden = true; });
   $("brush-size").addEventListener("input", () => { $("brush-size-value").textContent = $("brush-size").value; });
   $("undo").addEventListener("click", undo);
   $("redo").addEventListener("click", redo);
