@@ -21,6 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.test_serve_api import REPO, free_port, make_checkpoint
+from tfinpaint import imageio
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -118,11 +119,8 @@ def run_and_read_result(browser) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
-def jpeg_with_orientation_6() -> bytes:
-    """A 40 x 30 JPEG, white left half, with an EXIF APP1 segment whose orientation tag is 6 (turn 90 degrees)."""
-    stored = np.zeros((30, 40, 3), np.uint8)
-    stored[:, :20] = 255
-    jpeg = cv2.imencode(".jpg", stored)[1].tobytes()
+def with_orientation_6(jpeg: bytes) -> bytes:
+    """The JPEG with an EXIF APP1 segment whose orientation tag is 6: viewers turn it 90 degrees clockwise."""
     tiff = b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, 6, 0) + b"\x00" * 4
     exif = b"Exif\x00\x00" + tiff
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:]
@@ -150,30 +148,34 @@ def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
     from skimage import data
 
     # A real photo, non-square and larger than the view (the page paints on a scaled view and sends a
-    # full-resolution mask), saved as JPEG as a camera would.
-    photo_rgb = cv2.resize(data.chelsea(), (1200, 800), interpolation=cv2.INTER_CUBIC)
+    # full-resolution mask), saved as a phone camera does: stored on its side with EXIF orientation 6.
+    upright = cv2.resize(data.chelsea(), (1200, 800), interpolation=cv2.INTER_CUBIC)
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # turned back by 90 degrees clockwise when displayed
     photo_path = tmp_path / "cat.jpg"
-    cv2.imwrite(str(photo_path), photo_rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-    photo = cv2.imread(str(photo_path), cv2.IMREAD_COLOR)[:, :, ::-1]  # as the server decodes it
+    photo_path.write_bytes(with_orientation_6(cv2.imencode(".jpg", stored[:, :, ::-1])[1].tobytes()))
+    photo = imageio.read_image(photo_path)  # as the server reads it: upright
+    assert photo.shape == (800, 1200, 3)
     height, width = photo.shape[:2]
 
     wait = WebDriverWait(browser, 60)
     browser.get(server)
     wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#model option")) == 2)
-    # Dropping a file opens it too: a JPEG whose EXIF says "turn 90 degrees" is shown as stored, as the server
-    # reads it (white left half), not turned as browsers show it.
-    drop_image(browser, jpeg_with_orientation_6(), "phone.jpg", "image/jpeg")
-    wait.until(lambda driver: "phone.jpg: 40 x 30 pixels" in driver.find_element(By.ID, "info").text)
-    left, right = browser.execute_script(
+    # Dropping a file opens it too: a 40 x 30 JPEG, white left half, with EXIF orientation 6 is shown upright
+    # (30 x 40, white top half).
+    small = np.zeros((30, 40, 3), np.uint8)
+    small[:, :20] = 255
+    drop_image(browser, with_orientation_6(cv2.imencode(".jpg", small)[1].tobytes()), "phone.jpg", "image/jpeg")
+    wait.until(lambda driver: "phone.jpg: 30 x 40 pixels" in driver.find_element(By.ID, "info").text)
+    top, bottom = browser.execute_script(
         "const context = document.getElementById('photo').getContext('2d');"
-        "return [context.getImageData(5, 15, 1, 1).data[0], context.getImageData(35, 15, 1, 1).data[0]]")
-    assert left > 200 and right < 50
+        "return [context.getImageData(15, 5, 1, 1).data[0], context.getImageData(15, 35, 1, 1).data[0]]")
+    assert top > 200 and bottom < 50
 
     # A mask file with white = known on that small picture (shown unscaled): its black 10 x 20 rectangle becomes
     # the hole; Clear removes it.
     overlay = browser.find_element(By.ID, "overlay")
-    known_mask = np.full((30, 40), 255, np.uint8)
-    known_mask[5:15, 10:30] = 0
+    known_mask = np.full((40, 30), 255, np.uint8)
+    known_mask[5:25, 10:20] = 0
     cv2.imwrite(str(tmp_path / "known.png"), known_mask)
     Select(browser.find_element(By.ID, "mask-polarity")).select_by_value("valid")
     browser.find_element(By.ID, "mask-input").send_keys(str(tmp_path / "known.png"))

@@ -51,58 +51,12 @@ function fillStrategies() {
 
 // ---------------------------------------------------------------- opening images
 
-// The EXIF orientation tag of a JPEG (1 = as stored), read from its first APP1 segment.
-async function jpegOrientation(blob) {
-  try {
-    const view = new DataView(await blob.slice(0, 262144).arrayBuffer());
-    if (view.getUint16(0) !== 0xFFD8) return 1;
-    let offset = 2;
-    while (offset + 4 <= view.byteLength) {
-      const marker = view.getUint16(offset);
-      if ((marker & 0xFF00) !== 0xFF00 || marker === 0xFFDA) return 1;  // not a marker / start of scan
-      if (marker === 0xFFE1 && view.getUint32(offset + 4) === 0x45786966) {  // "Exif"
-        const tiff = offset + 10;
-        const little = view.getUint16(tiff) === 0x4949;
-        const directory = tiff + view.getUint32(tiff + 4, little);
-        const entries = view.getUint16(directory, little);
-        for (let index = 0; index < entries; index++) {
-          const entry = directory + 2 + index * 12;
-          if (view.getUint16(entry, little) === 0x0112) return view.getUint16(entry + 8, little);
-        }
-        return 1;
-      }
-      offset += 2 + view.getUint16(offset + 2);
-    }
-  } catch (error) { /* a short or malformed header: as stored */ }
-  return 1;
-}
-
-// Browsers show JPEGs turned by their EXIF orientation; the server reads the pixels as stored (as `tfinpaint infer`
-// does, and the result has no EXIF). The page works on the stored pixels so that the mask lines up with them.
-async function asStored(bitmap, orientation) {
-  if (!(orientation >= 2 && orientation <= 8)) return bitmap;
-  const inverse = { 6: 8, 8: 6 }[orientation] || orientation;  // the other orientations are their own inverse
-  const w = bitmap.width;
-  const h = bitmap.height;
-  const canvas = document.createElement("canvas");
-  [canvas.width, canvas.height] = inverse >= 5 ? [h, w] : [w, h];
-  const context = canvas.getContext("2d");
-  const transforms = {
-    2: [-1, 0, 0, 1, w, 0], 3: [-1, 0, 0, -1, w, h], 4: [1, 0, 0, -1, 0, h], 5: [0, 1, 1, 0, 0, 0],
-    6: [0, 1, -1, 0, h, 0], 7: [0, -1, -1, 0, h, w], 8: [0, -1, 1, 0, 0, w],
-  };
-  context.transform(...transforms[inverse]);
-  context.drawImage(bitmap, 0, 0);
-  bitmap.close();
-  return createImageBitmap(canvas);
-}
-
+// Browsers decode a photo upright (its EXIF orientation applied), as the server reads it, so the mask painted
+// here lines up with the pixels the server inpaints.
 async function openImage(blob, name) {
   let bitmap;
-  let orientation = 1;
   try {
-    orientation = await jpegOrientation(blob);
-    bitmap = await asStored(await createImageBitmap(blob), orientation);
+    bitmap = await createImageBitmap(blob);
   } catch (error) {
     showMessage(`${name}: not an image this browser can decode`, "error");
     return;
@@ -119,8 +73,7 @@ async function openImage(blob, name) {
   $("view").hidden = false;
   layout();
   $("info").textContent = `${state.sourceName}: ${state.width} x ${state.height} pixels ` +
-    `(${(state.width * state.height / 1e6).toFixed(1)} MP)` +
-    (orientation >= 2 && orientation <= 8 ? `, shown as stored (EXIF orientation ${orientation} not applied)` : "");
+    `(${(state.width * state.height / 1e6).toFixed(1)} MP)`;
   if (state.maxPixels && state.width * state.height > state.maxPixels) {
     showMessage(`${state.sourceName} has more pixels than the server accepts (${state.maxPixels.toLocaleString("en")})`,
       "error");
