@@ -160,7 +160,7 @@ def test_real_model_result_is_the_png_of_the_inpainter_with_known_pixels_kept(re
     assert "x-tfinpaint-warning" not in response.headers
     assert float(response.headers["x-tfinpaint-seconds"]) >= 0
     assert [part.split(";")[0] for part in response.headers["server-timing"].split(", ")] == \
-        ["decode", "model", "encode"]
+        ["decode", "wait", "model", "encode"]
     result = decode_png(response.content)
     assert result.shape == image.shape
     hole = mask > 127

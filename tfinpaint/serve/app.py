@@ -8,8 +8,8 @@ API (all errors are 4xx JSON ``{"detail": "<one line>"}``; the server keeps serv
   one), ``hd_strategy`` ("default" or one the model lists), ``mask_polarity`` ("hole": white = hole, or "valid":
   white = known) and ``stages`` (true: keep the model's intermediate stages for ``/api/v1/results``). Returns the
   completed image as PNG. Response headers: ``X-Tfinpaint-Warning`` (a mask of another size was resized, an empty
-  mask returned the image unchanged), ``X-Tfinpaint-Seconds`` (the model's time), ``Server-Timing`` (decode, which
-  includes waiting for the model, model, encode), ``X-Tfinpaint-Result-Id`` and ``X-Tfinpaint-Stages``.
+  mask returned the image unchanged), ``X-Tfinpaint-Seconds`` (the model's time), ``Server-Timing`` (decode, wait for
+  the model, model, encode), ``X-Tfinpaint-Result-Id`` and ``X-Tfinpaint-Stages``.
 * ``GET /api/v1/results/{result_id}/{stage}.png``: a stage ("coarse", "flow") of a recent result.
 
 Each model runs one request at a time (a lock); decoding and encoding run outside it. A request whose client
@@ -239,13 +239,14 @@ def _run_job(job: _Job) -> dict:
         warnings.append(f"mask {_upload_label(job.mask_name, 'mask')} has no hole pixels: the image is returned "
                         "unchanged")
     options = {} if job.hd_strategy == "default" else {"hd_strategy": job.hd_strategy}
+    decoded = time.perf_counter()
     while not job.entry.lock.acquire(timeout=POLL_SECONDS):
         if job.cancelled.is_set():
             raise ClientGone()
     try:
         if job.cancelled.is_set():
             raise ClientGone()
-        decoded = time.perf_counter()
+        acquired = time.perf_counter()
         try:
             # The mask is already 1 = hole: the polarity was applied once, when it was read.
             output = job.entry.inpainter(image, hole, return_steps=job.stages, mask_polarity="hole", **options)
@@ -257,8 +258,8 @@ def _run_job(job: _Job) -> dict:
     result, steps = output if job.stages else (output, {})
     stages = {name: encode_png(steps[name]) for name in STAGE_NAMES if name in steps}
     png = encode_png(result)
-    # Decoding includes the wait for the model's lock.
-    timings = {"decode": decoded - started, "model": inpainted - decoded, "encode": time.perf_counter() - inpainted}
+    timings = {"decode": decoded - started, "wait": acquired - decoded, "model": inpainted - acquired,
+               "encode": time.perf_counter() - inpainted}
     return {"png": png, "stages": stages, "warnings": warnings, "timings": timings}
 
 
