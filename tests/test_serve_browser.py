@@ -198,6 +198,13 @@ def test_paint_a_stroke_and_inpaint_in_chromium(server, browser, tmp_path):
     assert browser.execute_script(PAINTED, overlay) == 0
     browser.find_element(By.ID, "redo").click()
     assert browser.execute_script(PAINTED, overlay) == stroke_pixels
+    # The eraser takes paint away; undone, the stroke is whole again.
+    browser.find_element(By.ID, "tool-eraser").click()
+    paint_stroke(browser, overlay, 0.5, 0.4, 0.5)
+    assert 0 < browser.execute_script(PAINTED, overlay) < stroke_pixels
+    browser.find_element(By.ID, "undo").click()
+    assert browser.execute_script(PAINTED, overlay) == stroke_pixels
+    browser.find_element(By.ID, "tool-brush").click()
     browser.save_screenshot(str(tmp_path / "serve_painted.png"))
 
     first = run_and_read_result(browser)

@@ -257,7 +257,10 @@ function onPointerDown(event) {
   event.preventDefault();
   $("overlay").setPointerCapture(event.pointerId);
   state.stroke = { type: "stroke", erase: $("tool-eraser").checked, radius: brushRadius(), points: [imagePoint(event)] };
-  drawStroke($("overlay").getContext("2d"), state.stroke, state.scale, false);
+  const context = $("overlay").getContext("2d");
+  context.save();
+  drawStroke(context, state.stroke, state.scale, false);
+  context.restore();
 }
 
 // A circle the brush's size follows the pointer over the view.
