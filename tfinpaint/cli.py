@@ -13,6 +13,7 @@ COMMANDS = {
     "infer": ("tfinpaint.inference.cli", "inpaint a folder of images (same flags as infer.py)"),
     "export": ("tfinpaint.export", "export a checkpoint as a SavedModel or TFLite model"),
     "eval": ("tfinpaint.evaluation.cli", "evaluate a checkpoint on a seeded mask set"),
+    "serve": ("tfinpaint.serve.cli", "a local web page to paint a mask and inpaint, with an HTTP API"),
 }
 
 
