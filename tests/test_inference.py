@@ -6,6 +6,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfinpaint
 from tfinpaint import imageio, masks
@@ -60,24 +61,29 @@ def test_restored_weights_equal_saved_ones(tmp_path):
 
 
 def test_output_is_the_network_prediction_in_holes(inpainter):
-    image, hole = random_case(32, 48)
-    stages = inpainter.run_network(image, hole)
-    result = inpainter(image, hole)
-    expected = np.clip(np.rint(stages["raw"] * 255), 0, 255).astype(np.uint8)
+    """Reference: the image reflect-padded with NumPy to the size factor, the generator called on it, cropped
+    back and rounded; the API must paste exactly that into the holes."""
+    image, hole = random_case(30, 46)
+    padded_image = np.pad(image, [(0, 2), (0, 2), (0, 0)], mode="reflect").astype(np.float32) / 255.0
+    padded_hole = np.pad(hole, [(0, 2), (0, 2)], mode="reflect")
+    outputs = inpainter.generator(padded_image[None], padded_hole[None, :, :, None], training=False)
+    expected = np.clip(np.rint(outputs["raw"].numpy()[0, :30, :46] * 255), 0, 255).astype(np.uint8)
+    result = inpainter(image, hole, hd_strategy="original")
     np.testing.assert_array_equal(result[hole > 0], expected[hole > 0])
-    # Without steps only the prediction leaves the graph (less memory), with the same values.
-    raw_only = inpainter.run_network(image, hole, ("raw",))
-    assert set(raw_only) == {"raw"} and {"raw", "output"} <= set(stages)
-    np.testing.assert_array_equal(raw_only["raw"], stages["raw"])
+    np.testing.assert_array_equal(result[hole == 0], image[hole == 0])
 
 
-def test_padding_reflects_and_crops_back():
-    array = np.arange(15, dtype=np.float32).reshape(3, 5)
-    padded = api._pad_to_multiple(array, 4)
-    assert padded.shape == (4, 8)
-    np.testing.assert_array_equal(padded[:3, :5], array)
-    np.testing.assert_array_equal(padded[3, :5], array[1])  # reflection excludes the edge row
-    np.testing.assert_array_equal(api._pad_to_multiple(np.ones((1, 3)), 8).shape, (8, 8))
+@pytest.mark.parametrize("shape", [(3, 5), (1, 6), (7, 1), (8, 8)])
+def test_padding_matches_numpy_reflect(shape):
+    from tfinpaint.inference.pipeline import pad_to_multiple
+
+    array = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    image = np.repeat(array[:, :, None], 3, axis=2)
+    padded_image, padded_hole = pad_to_multiple(tf.constant(image), tf.constant(array), 4)
+    mode = "reflect" if min(shape) > 1 else "symmetric"
+    target = [(0, (-side) % 4) for side in shape]
+    np.testing.assert_array_equal(padded_hole.numpy(), np.pad(array, target, mode=mode))
+    np.testing.assert_array_equal(padded_image.numpy()[:, :, 1], np.pad(array, target, mode=mode))
 
 
 def test_no_hole_returns_the_input(inpainter):
@@ -85,23 +91,22 @@ def test_no_hole_returns_the_input(inpainter):
     np.testing.assert_array_equal(inpainter(image, np.zeros((20, 20))), image)
 
 
-def test_large_image_uses_bounded_working_region(checkpoint, monkeypatch):
-    inpainter = tfinpaint.load(checkpoint, max_pixels=32 * 32)
-    seen = []
-    original = inpainter.run_network
-
-    def spy(image, hole, *args):
-        seen.append(hole.shape)
-        return original(image, hole, *args)
-
-    monkeypatch.setattr(inpainter, "run_network", spy)
+def test_crop_strategy_inpaints_the_holes_like_the_cropped_region_alone(checkpoint):
+    """Above the trigger size the crop strategy runs the network on the holes' box grown by the margin; at native
+    resolution that is exactly what inpainting the cropped region on its own gives."""
+    crop = tfinpaint.load(checkpoint, hd_strategy="crop", hd_crop_margin=10, hd_trigger_size=64)
+    assert crop.hd_settings.strategy == "crop" and crop.hd_settings.working_size >= 64
     image, _ = random_case(120, 200)
     hole = np.zeros((120, 200), np.float32)
     hole[50:70, 140:170] = 1
-    result = inpainter(image, hole)
-    assert seen and seen[0][0] * seen[0][1] <= 32 * 32
+    result = crop(image, hole)
     np.testing.assert_array_equal(result[hole == 0], image[hole == 0])
-    assert result.shape == image.shape
+    region = (slice(40, 80), slice(130, 180))
+    alone = crop(image[region], hole[region], hd_strategy="original")
+    np.testing.assert_array_equal(result[region], alone)
+    assert crop.traces == 2  # one graph per strategy, whatever the sizes
+    with pytest.raises(ValueError, match="hd_strategy 'cra' is not available for glcic"):
+        crop(image, hole, hd_strategy="cra")
 
 
 def test_inpaint_function_accepts_paths_and_polarity(tmp_path, checkpoint, inpainter):

@@ -1,24 +1,25 @@
 """Python inference API: ``tfinpaint.load(ckpt_dir)`` and ``tfinpaint.inpaint(image, mask, model=...)``.
 
-Any image size works. The image is reflect-padded to the model's size multiple and cropped back, and the
-known pixels of every output are bit-exact copies of the input (``out = pred * hole + image * (1 - hole)`` at
-the input's own resolution).
+Any image size works, and the known pixels of every output are the input's own bytes. Everything between the
+uint8 photo and the uint8 result (padding, the high-resolution strategy, pasting the prediction into the holes) is
+one TensorFlow graph, ``tfinpaint.inference.pipeline.InpaintingPipeline``, which the SavedModel export runs too.
 
-Large images (strategy per model, so that no model runs out of memory on a 4K photo):
+High-resolution strategies (``hd_strategy``; each model declares its default and its working size):
 
-* DeepFill v1/v2 run at full resolution up to ``max_pixels`` (default 2048 x 2048): their contextual attention
-  processes foreground positions in chunks, so memory grows linearly with the image area.
-* CRA/HiFill runs its network at 512 on the long side and adds the high-frequency residual at full resolution
-  (contextual residual aggregation, ``tfinpaint.models.cra.inpaint_high_res``), for any aspect ratio.
-* GLCIC and PConv, and DeepFill beyond ``max_pixels``, work on the region around the holes' bounding box (with
-  as much context around it again), downscaled so that it holds at most ``max_pixels``; the prediction is
-  upscaled back and pasted into the hole pixels only.
+* ``crop`` (GLCIC, DeepFill v1/v2, PConv): each group of holes is cut out with ``hd_crop_margin`` pixels of
+  context; a crop larger than the model's working size is downscaled to it, so the holes reach the network at about
+  the scale it was trained on, and the prediction is upscaled back into the hole pixels;
+* ``resize``: the whole image downscaled to ``hd_resize_limit`` on its long side;
+* ``original``: the whole image at full resolution (DeepFill's row tiling and chunked attention bound its memory);
+* ``cra`` (CRA/HiFill): the network at its working size, the high-frequency residual aggregated at full resolution.
+
+``crop`` and ``resize`` apply above ``hd_trigger_size`` (long side); smaller photos run ``original``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -26,18 +27,11 @@ import tensorflow as tf
 
 from tfinpaint import imageio
 from tfinpaint.checkpoints import read_model_config, restore_generator
+from tfinpaint.inference.pipeline import STRATEGIES, HDSettings, InpaintingPipeline
 from tfinpaint.models import registry
 
-# Pixels a model processes at once before the bounding-box working-region strategy takes over.
-DEFAULT_MAX_PIXELS = {
-    "deepfill_v1": 2048 * 2048,
-    "deepfill_v2": 2048 * 2048,
-    "glcic": 1024 * 1024,
-    "pconv": 1024 * 1024,
-    "cra": 512 * 512,
-}
-# Side length above which CRA switches to contextual residual aggregation.
-CRA_WORKING_SIZE = 512
+# Per-model high-resolution defaults until every generator declares them (tfinpaint.models.base).
+_HD_DEFAULTS = {"cra": ("cra", 512)}
 
 
 def _as_image(image) -> np.ndarray:
@@ -80,140 +74,97 @@ def _as_hole_mask(mask, shape, polarity: str = "hole", name: str = "mask") -> np
     hole = hole.astype(np.float32)
     if hole.shape != tuple(shape):
         warnings.warn(f"{name}: size {hole.shape[1]}x{hole.shape[0]} differs from the image "
-                      f"{shape[1]}x{shape[0]}; resized with nearest neighbour")
+                      f"{shape[1]}x{shape[0]}; resized with nearest neighbour", stacklevel=3)
         hole = cv2.resize(hole, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return hole
 
 
-def _pad_to_multiple(array: np.ndarray, factor: int) -> np.ndarray:
-    height, width = array.shape[:2]
-    pad_h = (-height) % factor
-    pad_w = (-width) % factor
-    if not pad_h and not pad_w:
-        return array
-    pads = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
-    # Reflection needs at least two pixels; a 1-pixel side is repeated instead.
-    mode = "reflect" if min(height, width) > 1 else "symmetric"
-    return np.pad(array, pads, mode=mode)
-
-
-def _hole_region(hole: np.ndarray, context: float = 1.0):
-    """Bounding box of the holes grown by ``context`` times its size on every side, clipped to the image."""
-    rows = np.flatnonzero(hole.any(axis=1))
-    cols = np.flatnonzero(hole.any(axis=0))
-    top, bottom = rows[0], rows[-1] + 1
-    left, right = cols[0], cols[-1] + 1
-    grow_y = int(np.ceil((bottom - top) * context)) + 8
-    grow_x = int(np.ceil((right - left) * context)) + 8
-    height, width = hole.shape
-    return (max(0, top - grow_y), min(height, bottom + grow_y), max(0, left - grow_x), min(width, right + grow_x))
-
-
-# Network outputs an Inpainter can return ("output" is the network's own composite; "raw" is what gets pasted).
-STAGES = ("output", "raw", "coarse", "flow")
+def hd_settings_for(generator, model_name, hd_strategy=None, hd_crop_margin=None, hd_resize_limit=None,
+                    hd_trigger_size=None) -> HDSettings:
+    """The generator's declared high-resolution defaults, with the given options in their place."""
+    strategy, working = _HD_DEFAULTS.get(model_name, ("crop", 512))
+    strategy = getattr(generator, "default_hd_strategy", strategy)
+    working = int(getattr(generator, "working_size", working))
+    defaults = HDSettings(strategy, working_size=working, crop_margin=working // 4, resize_limit=2 * working,
+                          trigger_size=2 * working)
+    given = {"strategy": hd_strategy, "crop_margin": hd_crop_margin, "resize_limit": hd_resize_limit,
+             "trigger_size": hd_trigger_size}
+    return dataclasses.replace(defaults, **{key: value for key, value in given.items() if value is not None})
 
 
 class Inpainter:
     """A generator wrapped for inference on single images of any size.
 
     ``inpainter(image, mask)`` returns the completed RGB ``uint8`` image; with ``return_steps=True`` it also
-    returns the intermediate stages (dict of RGB ``uint8`` images at the size the network saw).
+    returns the intermediate stages (dict of RGB ``uint8`` images: "masked" and "output" at the image's size,
+    "coarse" and "flow" where the model has them, at the size the network saw in its first run).
 
     ``mask_polarity`` is how this inpainter reads the masks it is given (files and arrays alike) unless a call
-    names its own: the polarity is applied exactly once, by the call that receives the user's mask.
+    names its own: the polarity is applied exactly once, by the call that receives the user's mask. ``hd_*``:
+    the high-resolution strategy and its settings (``hd_settings_for``); a call may name another strategy.
     """
 
-    def __init__(self, generator, model_name: str, options: Optional[dict] = None,
-                 max_pixels: Optional[int] = None, mask_polarity: str = "hole"):
+    def __init__(self, generator, model_name: str, options: dict | None = None, mask_polarity: str = "hole",
+                 hd_strategy: str | None = None, hd_crop_margin: int | None = None,
+                 hd_resize_limit: int | None = None, hd_trigger_size: int | None = None):
         self.generator = generator
         self.model_name = model_name
         self.options = dict(options or {})
-        self.size_factor = registry.size_factor(model_name, **self._model_options())
-        self.max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS.get(model_name, 1024 * 1024))
+        self.size_factor = int(getattr(generator, "size_factor", None) or registry.size_factor(
+            model_name, **{key: value for key, value in self.options.items() if key != "vgg_weights"}))
+        self.attention_cell = getattr(generator, "attention_cell", None)
+        self.hd_settings = hd_settings_for(generator, model_name, hd_strategy, hd_crop_margin, hd_resize_limit,
+                                           hd_trigger_size)
+        if self.hd_settings.strategy not in self.hd_strategies:
+            raise ValueError(f"hd_strategy {self.hd_settings.strategy!r} is not available for {model_name} "
+                             f"(choose one of {', '.join(self.hd_strategies)})")
         self.mask_polarity = mask_polarity
-        self._runs = {}  # one compiled graph per set of returned stages
+        self._pipelines = {}
 
-    def _model_options(self) -> dict:
-        return {key: value for key, value in self.options.items() if key != "vgg_weights"}
+    @property
+    def hd_strategies(self) -> tuple:
+        """The strategies this model can run (``cra`` needs CRA's attention)."""
+        return STRATEGIES if self.attention_cell else tuple(name for name in STRATEGIES if name != "cra")
 
-    def _compiled(self, stages):
-        if stages not in self._runs:
-            def forward(image, mask):
-                outputs = self.generator(image, mask, training=False)
-                return {key: tf.cast(value, tf.float32) for key, value in outputs.items() if key in stages}
+    def pipeline(self, hd_strategy: str | None = None) -> InpaintingPipeline:
+        """The compiled pipeline of this inpainter's settings, or of another ``hd_strategy`` with the same ones."""
+        settings = self.hd_settings if hd_strategy in (None, self.hd_settings.strategy) else \
+            dataclasses.replace(self.hd_settings, strategy=hd_strategy)
+        if settings.strategy not in self.hd_strategies:
+            raise ValueError(f"hd_strategy {settings.strategy!r} is not available for {self.model_name} "
+                             f"(choose one of {', '.join(self.hd_strategies)})")
+        if settings not in self._pipelines:
+            self._pipelines[settings] = InpaintingPipeline(self.generator, self.size_factor, settings,
+                                                           attention_cell=self.attention_cell)
+        return self._pipelines[settings]
 
-            self._runs[stages] = tf.function(forward, input_signature=[
-                tf.TensorSpec([1, None, None, 3], tf.float32), tf.TensorSpec([1, None, None, 1], tf.float32)])
-        return self._runs[stages]
+    @property
+    def traces(self) -> int:
+        """Graphs compiled so far (one per strategy and set of stages, whatever the image sizes)."""
+        return sum(pipeline.traces for pipeline in self._pipelines.values())
 
-    def run_network(self, image: np.ndarray, hole: np.ndarray, stages=STAGES) -> dict:
-        """Runs the network on an image whose size may be anything: reflect-pads to the size factor and
-        crops every stage back. Returns float32 [H, W, 3] ``stages`` (those the model has) in [0, 1]; asking for
-        "raw" alone keeps the other full-resolution stages out of memory."""
-        height, width = hole.shape
-        padded_image = _pad_to_multiple(image, self.size_factor).astype(np.float32) / 255.0
-        padded_hole = _pad_to_multiple(hole, self.size_factor)
-        run = self._compiled(tuple(stages))
-        outputs = run(tf.constant(padded_image[None]), tf.constant(padded_hole[None, :, :, None]))
-        return {key: np.clip(value.numpy()[0, :height, :width], 0.0, 1.0) for key, value in outputs.items()}
-
-    def __call__(self, image, mask, return_steps: bool = False, mask_polarity: Optional[str] = None):
+    def __call__(self, image, mask, return_steps: bool = False, mask_polarity: str | None = None,
+                 hd_strategy: str | None = None):
         """``mask_polarity``: how to read ``mask`` ("hole": white / 1 = hole; "valid": white / 1 = known);
-        ``None`` uses the polarity this inpainter was loaded with."""
+        ``None`` uses the polarity this inpainter was loaded with. ``hd_strategy``: this call's strategy."""
         image = _as_image(image)
-        hole = _as_hole_mask(mask, image.shape[:2], mask_polarity or self.mask_polarity)
+        hole = _as_hole_mask(mask, image.shape[:2], mask_polarity or self.mask_polarity) > 0.5
+        pipeline = self.pipeline(hd_strategy)
         if not hole.any():
             result = image.copy()
             return (result, {"masked": image.copy(), "output": result}) if return_steps else result
-        if self.model_name == "cra" and max(image.shape[:2]) > CRA_WORKING_SIZE:
-            from tfinpaint.models.cra import inpaint_high_res
-
-            prediction = inpaint_high_res(self.generator, image, hole, working_size=CRA_WORKING_SIZE)
-            region_steps = None
-            prediction = prediction.astype(np.float32) / 255.0
-            top, left = 0, 0
-        else:
-            stages = STAGES if return_steps else ("raw",)
-            prediction, region_steps, (top, left) = self._predict_region(image, hole, stages)
-        result = image.copy()
-        region = result[top:top + prediction.shape[0], left:left + prediction.shape[1]]
-        region_hole = hole[top:top + prediction.shape[0], left:left + prediction.shape[1]] > 0.5
-        predicted = np.clip(np.rint(prediction * 255.0), 0, 255).astype(np.uint8)
-        region[region_hole] = predicted[region_hole]
+        stages = ("coarse", "flow") if return_steps else ()
+        output, stage_values = pipeline(tf.constant(image), tf.constant(hole), stages)
+        result = output.numpy()
         if not return_steps:
             return result
         steps = {"masked": _masked_view(image, hole)}
-        if region_steps:
-            for key in ("coarse", "flow"):
-                if key in region_steps:
-                    steps[key] = np.clip(np.rint(region_steps[key] * 255.0), 0, 255).astype(np.uint8)
+        for key, value in stage_values.items():
+            value = value.numpy()
+            if value.size:
+                steps[key] = np.clip(np.rint(value * 255.0), 0, 255).astype(np.uint8)
         steps["output"] = result
         return result, steps
-
-    def _predict_region(self, image: np.ndarray, hole: np.ndarray, stages=STAGES):
-        """Prediction for the working region: the whole image when it is small enough, else the region around
-        the holes, downscaled to at most ``max_pixels``. Returns (prediction [h, w, 3] in [0, 1] at the
-        region's resolution, stages, (top, left))."""
-        height, width = hole.shape
-        if height * width <= self.max_pixels:
-            outputs = self.run_network(image, hole, stages)
-            return outputs["raw"], outputs, (0, 0)
-        top, bottom, left, right = _hole_region(hole)
-        crop_image = image[top:bottom, left:right]
-        crop_hole = hole[top:bottom, left:right]
-        crop_h, crop_w = crop_hole.shape
-        scale = min(1.0, float(np.sqrt(self.max_pixels / (crop_h * crop_w))))
-        if scale < 1.0:
-            small_size = (max(1, int(round(crop_w * scale))), max(1, int(round(crop_h * scale))))
-            small_image = cv2.resize(crop_image, small_size, interpolation=cv2.INTER_AREA)
-            # Any hole pixel inside a downscaled pixel makes it a hole, so no hole pixel is left unpredicted.
-            small_hole = (cv2.resize(crop_hole, small_size, interpolation=cv2.INTER_AREA) > 0).astype(np.float32)
-            outputs = self.run_network(small_image, small_hole, stages)
-            prediction = cv2.resize(outputs["raw"], (crop_w, crop_h), interpolation=cv2.INTER_CUBIC)
-        else:
-            outputs = self.run_network(crop_image, crop_hole, stages)
-            prediction = outputs["raw"]
-        return np.clip(prediction, 0.0, 1.0), outputs, (top, left)
 
 
 def _masked_view(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -250,12 +201,14 @@ def build_generator(model_name: str, options: dict, precision: str = "float32"):
     return bundle.generator
 
 
-def load(ckpt_dir, model: Optional[str] = None, max_pixels: Optional[int] = None,
-         mask_polarity: str = "hole", precision: str = "float32", **options) -> Inpainter:
+def load(ckpt_dir, model: str | None = None, mask_polarity: str = "hole", precision: str = "float32",
+         hd_strategy: str | None = None, hd_crop_margin: int | None = None,
+         hd_resize_limit: int | None = None, hd_trigger_size: int | None = None, **options) -> Inpainter:
     """Loads a reusable ``Inpainter`` from a training checkpoint folder.
 
     The model type and its build options are read from the folder's ``model.json``; ``model`` (and extra
     build ``options``) override them. ``precision``: "float32" or "bfloat16" (see ``build_generator``).
+    ``hd_*``: the high-resolution strategy and its settings (see ``Inpainter``).
     """
     config = {}
     if model is None or not options:
@@ -270,10 +223,11 @@ def load(ckpt_dir, model: Optional[str] = None, max_pixels: Optional[int] = None
     build_options.pop("vgg_weights", None)  # only the training losses need VGG
     generator = build_generator(name, build_options, precision)
     restore_generator(generator, ckpt_dir)
-    return Inpainter(generator, name, build_options, max_pixels=max_pixels, mask_polarity=mask_polarity)
+    return Inpainter(generator, name, build_options, mask_polarity=mask_polarity, hd_strategy=hd_strategy,
+                     hd_crop_margin=hd_crop_margin, hd_resize_limit=hd_resize_limit, hd_trigger_size=hd_trigger_size)
 
 
-def inpaint(image, mask, model=None, mask_polarity: Optional[str] = None, return_steps: bool = False, **kwargs):
+def inpaint(image, mask, model=None, mask_polarity: str | None = None, return_steps: bool = False, **kwargs):
     """Inpaints one image.
 
     image: H x W x 3 ``uint8`` RGB array (grayscale / RGBA / 16-bit accepted) or a file path.

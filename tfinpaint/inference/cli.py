@@ -53,12 +53,20 @@ def define_flags(flag_values=FLAGS) -> None:
            "alpha) or jpg (re-encodes the known pixels too).", flag_values, enum_values=list(OUT_FORMATS))
     define("integer", "jpeg_quality", imageio.DEFAULT_JPEG_QUALITY, "Quality of JPEG outputs (1-100).",
            flag_values, lower_bound=1, upper_bound=100)
-    define("integer", "max_pixels", None, "Largest working area in pixels (default: per model).", flag_values)
+    define("enum", "hd_strategy", None, "High-resolution strategy (default: the model's own; see the README).",
+           flag_values, enum_values=["original", "crop", "resize", "cra"])
+    define("integer", "hd_crop_margin", None, "crop: context pixels around each group of holes (default: per model).",
+           flag_values)
+    define("integer", "hd_resize_limit", None, "resize: long side the image is downscaled to (default: per model).",
+           flag_values)
+    define("integer", "hd_trigger_size", None, "crop / resize apply above this long side (default: per model).",
+           flag_values)
     define("enum", "precision", "float32", "Network compute precision; bfloat16 lowers peak memory on CPU.",
            flag_values, enum_values=["float32", "bfloat16"])
 
 
 define_flags()
+HD_FLAGS = ("hd_strategy", "hd_crop_margin", "hd_resize_limit", "hd_trigger_size")
 
 
 def _stem(path: str) -> str:
@@ -138,7 +146,7 @@ def steps_grid(steps: dict) -> np.ndarray:
 
 
 def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen_masks=False,
-        mask_type="free_form", mask_seed=0, save_steps=False, overwrite=False, max_pixels=None,
+        mask_type="free_form", mask_seed=0, save_steps=False, overwrite=False, hd=None,
         precision="float32", pair_by_order=False, out_format="same",
         jpeg_quality=imageio.DEFAULT_JPEG_QUALITY, stream=None) -> dict:
     """Inpaints every image of ``flist``; returns counts {"written", "skipped", "kept"}."""
@@ -164,7 +172,7 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
     targets = [output_path(path, flist, out_dir, out_format) for path in images]
     check_outputs(images, targets, mask_files)
     # The polarity is applied once, when a mask file is read below; the inpainter then gets hole arrays.
-    inpainter = load(gpath, model=model, max_pixels=max_pixels, precision=precision)
+    inpainter = load(gpath, model=model, precision=precision, **(hd or {}))
     counts = {"written": 0, "skipped": 0, "kept": 0}
     started = time.time()
     for index, (image_path, target) in enumerate(zip(images, targets)):
@@ -216,7 +224,8 @@ def main(argv) -> None:
         counts = run(FLAGS.__gpath__, FLAGS.__flist__, FLAGS.out, mlist=FLAGS.__mlist__, model=FLAGS.model,
                      mask_polarity=FLAGS.mask_polarity, gen_masks=FLAGS.__gen_masks__,
                      mask_type=FLAGS.__mask_type__, mask_seed=FLAGS.mask_seed, save_steps=FLAGS.save_steps,
-                     overwrite=FLAGS.overwrite, max_pixels=FLAGS.max_pixels, precision=FLAGS.precision,
+                     overwrite=FLAGS.overwrite, precision=FLAGS.precision,
+                     hd={name: FLAGS[name].value for name in HD_FLAGS},
                      pair_by_order=FLAGS.pair_by_order, out_format=FLAGS.out_format,
                      jpeg_quality=FLAGS.jpeg_quality)
     except ValueError as error:

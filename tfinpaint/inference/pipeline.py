@@ -23,7 +23,6 @@ The graph takes dynamic height and width, so one trace serves every photo size (
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import tensorflow as tf
 
@@ -121,8 +120,8 @@ def hole_groups(hole, margin, cell=_GROUP_CELL):
     dilated = tf.nn.max_pool2d(tf.cast(occupied, tf.float32)[None, :, :, None], 2 * radius + 1, 1, "SAME")[0, :, :, 0]
     dilated = dilated > 0
     # Every dilated cell starts with its own label; each round takes the largest label among its neighbours.
-    labels = tf.where(dilated, tf.reshape(tf.range(1, grid_h * grid_w + 1, dtype=tf.float32), tf.stack([grid_h, grid_w])),
-                      0.0)
+    indices = tf.reshape(tf.range(1, grid_h * grid_w + 1, dtype=tf.float32), tf.stack([grid_h, grid_w]))
+    labels = tf.where(dilated, indices, 0.0)
 
     def spread(current, _):
         grown = tf.where(dilated, tf.nn.max_pool2d(current[None, :, :, None], 3, 1, "SAME")[0, :, :, 0], 0.0)
@@ -157,8 +156,8 @@ class InpaintingPipeline(tf.Module):
     CRA generator at its working size.
     """
 
-    def __init__(self, generator, size_factor: int, settings: Optional[HDSettings] = None,
-                 attention_cell: Optional[int] = None):
+    def __init__(self, generator, size_factor: int, settings: HDSettings | None = None,
+                 attention_cell: int | None = None):
         super().__init__()
         # Only the weights are tracked: a tracked Keras model would trace its own default signature on save.
         object.__setattr__(self, "generator", generator)
@@ -210,7 +209,8 @@ class InpaintingPipeline(tf.Module):
             return self._whole(image, hole, stages, 1.0)
         small = long_side <= self.settings.trigger_size
         if strategy == "resize":
-            scale = tf.minimum(tf.constant(1.0, tf.float64), self.settings.resize_limit / tf.cast(long_side, tf.float64))
+            limit = self.settings.resize_limit / tf.cast(long_side, tf.float64)
+            scale = tf.minimum(tf.constant(1.0, tf.float64), limit)
             return self._whole(image, hole, stages, tf.where(small, tf.constant(1.0, tf.float64), scale))
         return tf.cond(small, lambda: self._whole(image, hole, stages, 1.0), lambda: self._crops(image, hole, stages))
 
