@@ -70,10 +70,16 @@ def pad_indices(size, target, symmetric):
     return tf.where(symmetric, fold(2 * size, 1), fold(2 * size - 2, 0))
 
 
+def height_width(image):
+    """(H, W) of [H, W, ...]: Python ints where the shape is static, so a fixed-size trace (TFLite) folds them."""
+    dynamic = tf.shape(image)
+    return tuple(image.shape[axis] if image.shape[axis] is not None else dynamic[axis] for axis in (0, 1))
+
+
 def pad_to_multiple(image, hole, factor):
     """Pads [H, W, C] ``image`` and [H, W] ``hole`` at the bottom / right to multiples of ``factor`` by reflection
     (symmetric on both axes when a side is 1 pixel, since a 1-pixel side has nothing to reflect)."""
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    height, width = height_width(image)
     symmetric = tf.minimum(height, width) <= 1
     rows = pad_indices(height, (height + factor - 1) // factor * factor, symmetric)
     cols = pad_indices(width, (width + factor - 1) // factor * factor, symmetric)
@@ -198,6 +204,8 @@ class InpaintingPipeline(tf.Module):
             unit = tf.cast(image, tf.float32) / 255.0
             return image, {key: unit for key in stages}
 
+        if self.settings.strategy in ("original", "resize"):
+            return self._strategy(image, hole, stages)  # pastes nothing where there is no hole
         return tf.cond(tf.reduce_any(hole), lambda: self._strategy(image, hole, stages), nothing)
 
     def _strategy(self, image, hole, stages):
@@ -217,7 +225,7 @@ class InpaintingPipeline(tf.Module):
     def network(self, image, hole, stages=()):
         """The network on a uint8 image of any size: padded to the size factor, cropped back. Returns float32
         [h, w, 3] "raw" plus ``stages``."""
-        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        height, width = height_width(image)
         padded_image, padded_hole = pad_to_multiple(image, tf.cast(hole, tf.float32), self.size_factor)
         outputs = self.generator(tf.cast(padded_image, tf.float32)[None] / 255.0, padded_hole[None, :, :, None],
                                  training=False)
