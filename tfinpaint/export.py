@@ -16,21 +16,25 @@ SavedModel
       through contextual residual aggregation, as ``tfinpaint.models.cra.inpaint_high_res``.
 
 TFLite (``--tflite_size``, default 256: TFLite needs static shapes here)
-    The serving graph is converted at a fixed square size with TFLite built-in ops first, then, only if that
-    fails, with select TensorFlow ops (the Flex delegate, which the ``tensorflow`` 2.21 pip package's
+    The serving graph is traced at a fixed square size and converted with TFLite built-in ops first, then, only
+    if that fails, with select TensorFlow ops (the Flex delegate, which the ``tensorflow`` 2.21 pip package's
     ``tf.lite.Interpreter`` does not link: an app must add ``tensorflow-lite-select-tf-ops``). Weights are frozen
-    to constants before conversion. Outcome per model (TF 2.21; checked at narrow widths with random weights,
-    ``--verify`` runs ``tf.lite.Interpreter`` against the Keras model):
+    to constants before conversion. The trace makes two changes, both giving the same values:
 
-    * ``glcic``, ``pconv``: built-in ops only; same bytes as the Keras path.
-    * ``deepfill_v1``, ``deepfill_v2``, ``cra``: built-in ops only thanks to one substitution made while tracing
-      for TFLite: contextual attention's ``tf.image.extract_patches`` (``ExtractImagePatches``, the only op of
-      these graphs without a TFLite kernel) becomes ``gather_patches``, the same values through one GATHER. The
-      attention's loop over query chunks converts to a TFLite WHILE. Output within 1 grey level of Keras.
-      Without the substitution they convert only with select TF ops.
-    * ``cra``: only its fixed-size network path converts (``--tflite_size`` <= 512); the high-resolution path
-      (residual aggregation at the input's own size) is SavedModel-only.
-    No model fails to convert.
+    * contextual attention's ``tf.image.extract_patches`` (``ExtractImagePatches``, which has no TFLite kernel)
+      becomes ``gather_patches``, one GATHER;
+    * loops are unrolled (``tfinpaint.layers.static_trace``): the attention's chunks over query cells and
+      DeepFill's row-tiled full-resolution ends (``--tflite_size`` above 512) become straight-line ops with
+      constant indices, so the model holds no WHILE, no TensorList (a select TF op) and no dynamically shaped
+      tensor.
+
+    All five models convert with built-in ops only and run in the default ``tf.lite.Interpreter(model_path=...)``
+    with its XNNPACK delegate (TF 2.21; checked at narrow widths with random weights; ``--verify`` runs it on a
+    random image against the Python API: output within 1 grey level, known pixels equal). The attention models
+    once failed there with "XNNPack delegate failed to reshape runtime": XNNPACK cannot prepare a MAXIMUM with a
+    non-zero constant after a convolution, which the attention's key-norm floor was; it is now a select.
+    ``cra``: only its fixed-size network path converts (``--tflite_size`` <= 512); the high-resolution path
+    (residual aggregation at the input's own size) is SavedModel-only.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from tfinpaint.flags_util import define
 from tfinpaint.inference.api import CRA_WORKING_SIZE, load
+from tfinpaint.layers.static_trace import unrolled_loops
 
 FLAGS = flags.FLAGS
 
@@ -305,7 +310,7 @@ def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
         raise ValueError(f"export: --tflite_size {size} for cra must be <= {CRA_WORKING_SIZE} (its high-resolution "
                          "path depends on the input size and exports to SavedModel only)")
     module = ServingModule(inpainter)
-    with _builtin_patch_extraction():
+    with _builtin_patch_extraction(), unrolled_loops():
         concrete = tf.function(module.inpaint).get_concrete_function(
             tf.TensorSpec([size, size, 3], tf.uint8, name="image"), tf.TensorSpec([size, size], tf.uint8, name="mask"))
     # Weights become constants first: left to the converter, some stay resource variables whose READ_VARIABLE
@@ -334,9 +339,15 @@ def _first_line(error) -> str:
 
 
 def run_tflite(path: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Runs an exported TFLite model on one image (uint8 [S, S, 3]) and mask (uint8 [S, S], > 127 = hole)."""
-    interpreter = tf.lite.Interpreter(model_path=path)
-    interpreter.allocate_tensors()
+    """Runs an exported TFLite model on one image (uint8 [S, S, 3]) and mask (uint8 [S, S], > 127 = hole) in the
+    default ``tf.lite.Interpreter`` (XNNPACK on), as an app would. A model that does not load or prepare there
+    is a one-line RuntimeError naming the file."""
+    try:
+        interpreter = tf.lite.Interpreter(model_path=path)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        raise RuntimeError(f"export: {path} does not run in the default tf.lite.Interpreter: "
+                           f"{_first_line(error)}") from None
     by_name = {detail["name"]: detail["index"] for detail in interpreter.get_input_details()}
     for name, value in (("image", image), ("mask", mask)):
         index = next(index for key, index in by_name.items() if name in key)
@@ -347,7 +358,7 @@ def run_tflite(path: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def verify_tflite(inpainter, path: str, size: int, seed: int = 0) -> int:
     """Largest per-pixel difference (grey levels) between the TFLite model and ``inpainter`` on a random image
-    with a centred rectangular hole; raises if a known pixel differs from the input."""
+    with a centred rectangular hole; a one-line RuntimeError if a known pixel differs from the input."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     mask = np.zeros((size, size), np.uint8)
@@ -355,7 +366,7 @@ def verify_tflite(inpainter, path: str, size: int, seed: int = 0) -> int:
     lite = run_tflite(path, image, mask)
     keras_output = inpainter(image, mask)
     if not np.array_equal(lite[mask <= 127], image[mask <= 127]):
-        raise AssertionError(f"export: {path} changed known pixels")
+        raise RuntimeError(f"export: {path} changed known pixels")
     return int(np.abs(lite.astype(np.int16) - keras_output.astype(np.int16)).max())
 
 
