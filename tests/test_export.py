@@ -184,6 +184,10 @@ def test_bad_arguments_fail_with_one_line_errors(tmp_path, glcic_checkpoint):
         export.run(glcic_checkpoint, "onnx", str(tmp_path / "out"))
     with pytest.raises(ValueError, match="--tflite_size"):
         export.run(glcic_checkpoint, "tflite", str(tmp_path / "out.tflite"), tflite_size=0)
+    # Above the working area the API takes the mask-dependent region path, which has no fixed-size TFLite form.
+    with pytest.raises(ValueError, match="--tflite_size 1025 for glcic must be <= 1024"):
+        export.run(glcic_checkpoint, "tflite", str(tmp_path / "big.tflite"), tflite_size=1025)
+    assert not os.path.exists(tmp_path / "big.tflite")
 
 
 # ---------------------------------------------------------------------------------------------------------------

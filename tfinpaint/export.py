@@ -34,11 +34,15 @@ TFLite (``--tflite_size``, default 256: TFLite needs static shapes here)
     once failed there with "XNNPack delegate failed to reshape runtime": XNNPACK cannot prepare a MAXIMUM with a
     non-zero constant after a convolution, which the attention's key-norm floor was; it is now a select.
     ``cra``: only its fixed-size network path converts (``--tflite_size`` <= 512); the high-resolution path
-    (residual aggregation at the input's own size) is SavedModel-only.
+    (residual aggregation at the input's own size) is SavedModel-only. Likewise the other models export sizes up
+    to their working area (``Inpainter.max_pixels``: 1024 x 1024 for GLCIC and PConv, 2048 x 2048 for DeepFill);
+    beyond it the region-around-the-holes path has mask-dependent shapes and ops without TFLite kernels
+    (``ResizeArea``, ``Ceil``), so it is SavedModel-only and a larger ``--tflite_size`` is a one-line error.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import numpy as np
@@ -309,6 +313,10 @@ def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
     if inpainter.model_name == "cra" and size > CRA_WORKING_SIZE:
         raise ValueError(f"export: --tflite_size {size} for cra must be <= {CRA_WORKING_SIZE} (its high-resolution "
                          "path depends on the input size and exports to SavedModel only)")
+    if inpainter.model_name != "cra" and size * size > inpainter.max_pixels:
+        raise ValueError(f"export: --tflite_size {size} for {inpainter.model_name} must be <= "
+                         f"{math.isqrt(inpainter.max_pixels)} (larger images take the region-around-the-holes path, "
+                         "whose size depends on the mask and exports to SavedModel only)")
     module = ServingModule(inpainter)
     with _builtin_patch_extraction(), unrolled_loops():
         concrete = tf.function(module.inpaint).get_concrete_function(
