@@ -28,7 +28,7 @@ Flow images use each sample's own maximum offset (official: a running maximum ov
 Fixed-size export (``tfinpaint.layers.static_trace.unrolled_loops``): when the input shapes are fully known while
 tracing, the chunk plan (query order, fuse neighbour sets, paste targets) is computed in NumPy and each chunk is
 emitted as straight-line ops with constant indices instead of one ``tf.while_loop`` whose tensors change size
-per iteration, so a TFLite model holds no WHILE and runs under the XNNPACK delegate. Same numbers either way.
+per iteration, so a TFLite model holds no WHILE and every shape is static. Same numbers either way.
 """
 from __future__ import annotations
 

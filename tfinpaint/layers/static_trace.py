@@ -1,12 +1,13 @@
 """Fixed-size tracing: loops unrolled into straight-line ops when every shape is known.
 
 Contextual attention's loop over query chunks and the row-tiled ends of DeepFill are ``tf.while_loop`` s whose
-bodies slice tensors of a size that changes from one iteration to the next. A TFLite model keeps such a loop as
-a WHILE op with dynamically shaped tensors, and the default interpreter's XNNPACK delegate then refuses the
-model ("failed to reshape runtimeNode ... failed to prepare"). Inside ``unrolled_loops()``, layers whose input
-shapes are fully known while tracing compute their chunk plans in NumPy and emit one copy of the loop body per
-chunk with constant indices instead: the same operations on the same numbers, every shape static. Outside it
-(training, the Python API, the SavedModel) nothing changes: graphs stay size-independent and memory-bounded.
+bodies slice tensors of a size that changes from one iteration to the next. Converted to TFLite, the row tiles'
+TensorArray needs select TensorFlow ops (which the default interpreter does not have), and the attention loop
+becomes a WHILE with dynamically shaped tensors that delegates such as XNNPACK leave to the reference kernels.
+Inside ``unrolled_loops()``, layers whose input shapes are fully known while tracing plan their chunks in NumPy
+and emit one copy of the loop body per chunk with constant indices instead: the same operations on the same
+numbers, every shape static. Outside it (training, the Python API, the SavedModel) nothing changes: graphs stay
+size-independent and memory-bounded.
 """
 from __future__ import annotations
 
