@@ -36,8 +36,3 @@ def two_cpu_strategy():
     collective ops: collective instance keys of several strategies in one process can collide in TF 2.21
     ("Shape mismatch in the collective instance"), which would make these tests depend on their order."""
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than about 20 s on a busy 2-core machine "
-                                       "(deselect with -m 'not slow')")
