@@ -14,6 +14,7 @@ COMMANDS = {
     "infer": ("tfinpaint.inference.cli", "inpaint a folder of images (same flags as infer.py)"),
     "export": ("tfinpaint.export", "export a checkpoint as a SavedModel or TFLite model"),
     "eval": ("tfinpaint.evaluation.cli", "evaluate a checkpoint on a seeded mask set"),
+    "convert": ("tfinpaint.convert.cli", "convert released official weights into a checkpoint folder"),
 }
 
 
