@@ -82,7 +82,13 @@ def convert(src, out, model: Optional[str] = None, discriminator: bool = False, 
         raise ConvertError("--discriminator: this tfinpaint version cannot save discriminators yet "
                            "(tfinpaint.checkpoints.save_networks is missing)")
 
-    if _is_t7(src) or name == "glcic":
+    if name == "glcic" and not _is_t7(src):
+        detected = detect_model(read_source(src).shapes) if os.path.exists(src + ".index") or \
+            os.path.isdir(src) or src.endswith(".pb") else None
+        if detected:
+            raise ConvertError(f"{src}: this is a {DISPLAY_NAMES[detected]} checkpoint; use --model {detected}")
+        raise ConvertError(f"{src}: not a Torch7 .t7 file (the GLCIC release is completionnet_*.t7)")
+    if _is_t7(src):
         if name not in (None, "glcic"):
             raise ConvertError(f"{src}: this is a GLCIC Torch7 file; use --model glcic")
         if discriminator:

@@ -85,7 +85,7 @@ def read_tf_checkpoint(src: str) -> TensorSource:
     def get(name):
         try:
             return reader.get_tensor(name)
-        except (tf.errors.OpError, ValueError) as error:
+        except Exception as error:  # OpError, or IndexError "Read less bytes than requested" on a cut .data
             raise ConvertError(f"{prefix}: cannot read tensor {name} ({_first_line(error)}); "
                                "is the .data file complete?") from None
 
