@@ -36,7 +36,7 @@ def _class_name(obj) -> str:
 
 def _field(obj, key):
     """A field of a torchfile object or table, whichever of str / bytes keys it was stored with."""
-    table = getattr(obj, "_obj", obj)
+    table = obj if isinstance(obj, dict) else getattr(obj, "_obj", None)
     if not isinstance(table, dict):
         return None
     for candidate in (key, key.encode("utf-8")):
