@@ -6,14 +6,15 @@ import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tfinpaint
+from tests import convert_official_names as official
 from tfinpaint import checkpoints
 from tfinpaint.convert import ConvertError
-from tests import convert_official_names as official
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ODD_SHAPE = (37, 45)
@@ -113,7 +114,7 @@ def test_deepfill_v1_release_folder_through_the_command_line(v1_release, tmp_pat
     folder, generator_values, _ = v1_release
     out = str(tmp_path / "converted")
     command = [sys.executable, "-m", "tfinpaint", "convert", "--src", folder, "--out", out]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300,
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-2000:]
     # Model detected from the names; 84 generator tensors; critics (20) and training state (4) ignored.
@@ -122,8 +123,22 @@ def test_deepfill_v1_release_folder_through_the_command_line(v1_release, tmp_pat
     config = checkpoints.read_model_config(out)
     assert config["model"] == "deepfill_v1"
     assert config["options"]["bgr"] is True and config["options"]["align_corners"] is True
-    inpainter, _ = _check_inpaints(out)  # nothing set by the user: model.json carries the parity options
+    inpainter, expected = _check_inpaints(out)  # nothing set by the user: model.json carries the parity options
     _assert_every_tensor_landed(inpainter.generator, generator_values, _deepfill_expected)
+
+    # The seed inference command takes the converted folder as it is, on real files.
+    photos, masks, results = (tmp_path / name for name in ("photos", "masks", "results"))
+    photos.mkdir()
+    masks.mkdir()
+    image, hole = _image_and_mask()
+    cv2.imwrite(str(photos / "odd.png"), image[:, :, ::-1])
+    cv2.imwrite(str(masks / "odd.png"), (hole * 255).astype(np.uint8))
+    command = [sys.executable, "infer.py", "--__gpath__", out, "--__flist__", str(photos), "--__mlist__", str(masks),
+               "--out", str(results)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_array_equal(cv2.imread(str(results / "odd.png"))[:, :, ::-1], expected)
 
 
 def test_deepfill_v2_checkpoint_prefix_through_the_api(tmp_path):
@@ -237,7 +252,7 @@ def test_discriminators_map_strictly(v1_release, hifill_release):
         values, _ = collect(targets, source, scopes=("discriminator/",))
         assign(targets, values)
         assert len(values) == sum(len(c.weights) for c in bundle.discriminators.values())
-        for official_name, value in values.items():
+        for official_name in values:
             parts = official_name.split("/")
             if name == "deepfill_v1":
                 kind = "local" if "local" in parts[1] else "global"
@@ -324,11 +339,11 @@ def test_bad_releases_give_one_line_errors_and_write_nothing(v1_release, tmp_pat
 def test_truncated_data_file_through_the_command_line(v1_release, tmp_path):
     folder = tmp_path / "release"
     shutil.copytree(v1_release[0], folder)
-    data = [name for name in os.listdir(folder) if ".data-" in name][0]
+    data = next(name for name in os.listdir(folder) if ".data-" in name)
     with open(folder / data, "r+b") as handle:
         handle.truncate(os.path.getsize(folder / data) // 2)
     command = [sys.executable, "-m", "tfinpaint", "convert", "--src", str(folder), "--out", str(tmp_path / "out")]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300,
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

@@ -118,14 +118,15 @@ def official_modules(seed=0, relu_before_bn=False, first_planes=4):
         bias = rng.standard_normal(out).astype(np.float32)
         if cls == "nn.SpatialFullConvolution":
             weight = rng.standard_normal((planes, out, k, k)).astype(np.float32) * 0.05
-            fields = dict(nInputPlane=planes, nOutputPlane=out, kW=k, kH=k, dW=stride, dH=stride, padW=1, padH=1,
-                          adjW=0, adjH=0, weight=weight, bias=bias)
+            fields = {"nInputPlane": planes, "nOutputPlane": out, "kW": k, "kH": k, "dW": stride, "dH": stride,
+                      "padW": 1, "padH": 1, "adjW": 0, "adjH": 0, "weight": weight, "bias": bias}
             kernel = weight.transpose(2, 3, 1, 0)  # [I, O, kH, kW] -> Keras [kH, kW, O, I]
         else:
             weight = rng.standard_normal((out, planes, k, k)).astype(np.float32) * 0.05
             pad = (k - 1) // 2 * dilation
-            fields = dict(nInputPlane=planes, nOutputPlane=out, kW=k, kH=k, dW=stride, dH=stride, padW=pad,
-                          padH=pad, weight=weight.reshape(out, -1) if cls.endswith("MM") else weight, bias=bias)
+            fields = {"nInputPlane": planes, "nOutputPlane": out, "kW": k, "kH": k, "dW": stride, "dH": stride,
+                      "padW": pad, "padH": pad, "bias": bias,
+                      "weight": weight.reshape(out, -1) if cls.endswith("MM") else weight}
             if dilation > 1:
                 fields.update(dilationW=dilation, dilationH=dilation)
             kernel = weight.transpose(2, 3, 1, 0)  # [O, I, kH, kW] -> Keras [kH, kW, I, O]
@@ -140,7 +141,7 @@ def official_modules(seed=0, relu_before_bn=False, first_planes=4):
         beta = rng.standard_normal(out).astype(np.float32)
         mean = rng.standard_normal(out).astype(np.float32)
         variance = rng.uniform(0.5, 2.0, out).astype(np.float32)
-        bn = dict(weight=gamma, bias=beta, running_mean=mean, eps=1e-5, momentum=0.1, affine=True)
+        bn = {"weight": gamma, "bias": beta, "running_mean": mean, "eps": 1e-5, "momentum": 0.1, "affine": True}
         expected_variance = variance
         if index == 2:  # an older file: running_std holds the running 1 / sqrt(var + eps)
             bn["running_std"] = (1.0 / np.sqrt(variance.astype(np.float64) + 1e-5)).astype(np.float32)

@@ -11,7 +11,7 @@ import types
 from tfinpaint.convert.common import ConvertError
 from tfinpaint.convert.converter import DISPLAY_NAMES, MODELS, convert, detect_model
 
-__all__ = ["ConvertError", "DISPLAY_NAMES", "MODELS", "convert", "detect_model"]
+__all__ = ["DISPLAY_NAMES", "MODELS", "ConvertError", "convert", "detect_model"]
 
 
 class _CallableModule(types.ModuleType):

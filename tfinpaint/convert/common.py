@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,7 +20,7 @@ class ConvertError(ValueError):
 
 class Target(NamedTuple):
     variable: object
-    transform: Optional[Callable] = None
+    transform: Callable | None = None
 
 
 # Training-only tensors a release may carry: optimizer slots, step counters, moving averages. Never an error.

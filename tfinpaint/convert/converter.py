@@ -8,14 +8,19 @@ reproduce the official outputs recorded in its ``model.json``.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tfinpaint import checkpoints
 from tfinpaint.convert import deepfill, glcic_t7, hifill
-from tfinpaint.convert.common import ConvertError, assign, check_output_folder, collect, write_atomically
+from tfinpaint.convert.common import (
+    ConvertError,
+    assign,
+    check_output_folder,
+    collect,
+    write_atomically,
+)
 from tfinpaint.convert.sources import load_t7, read_source
 from tfinpaint.models import registry
 
@@ -25,7 +30,7 @@ DISPLAY_NAMES = {"deepfill_v1": "DeepFill v1", "deepfill_v2": "DeepFill v2", "cr
 _ALIASES = {"hifill": "cra"}
 
 
-def _canonical(model: Optional[str]):
+def _canonical(model: str | None):
     if model is None:
         return None
     name = _ALIASES.get(model.lower(), model.lower())
@@ -61,7 +66,7 @@ def _is_t7(src: str) -> bool:
     return os.fspath(src).lower().endswith(".t7")
 
 
-def convert(src, out, model: Optional[str] = None, discriminator: bool = False, overwrite: bool = False,
+def convert(src, out, model: str | None = None, discriminator: bool = False, overwrite: bool = False,
             bgr: bool = True) -> dict:
     """Converts released official weights at ``src`` into the tfinpaint checkpoint folder ``out``.
 

@@ -76,7 +76,7 @@ def discriminator_targets(discriminators: dict, bgr: bool = True) -> dict:
         leaf = weight if layer == "linear" else _COARSE_LEAVES[weight]
         transform = None
         if not bgr and layer == "conv1" and weight == "kernel":
-            transform = lambda value: flip_channels(value, axis=2)  # noqa: E731
+            transform = lambda value: flip_channels(value, axis=2)
         targets[f"{DISCRIMINATOR_SCOPE}{layer}/{leaf}"] = Target(variable, transform)
     return targets
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -67,7 +67,7 @@ def checkpoint_prefix(src: str) -> str:
                                    "state file, or a *.index file)")
             prefix = indexes[0][: -len(".index")]
     else:
-        prefix = src[: -len(".index")] if src.endswith(".index") else src
+        prefix = src.removesuffix(".index")
     if not os.path.isfile(prefix + ".index"):
         raise ConvertError(f"{prefix}.index: missing (no TF checkpoint with this prefix)")
     return prefix
@@ -85,7 +85,7 @@ def read_tf_checkpoint(src: str) -> TensorSource:
     def get(name):
         try:
             return reader.get_tensor(name)
-        except Exception as error:  # OpError, or IndexError "Read less bytes than requested" on a cut .data
+        except Exception as error:  # noqa: BLE001 - OpError, or IndexError on a cut .data file
             raise ConvertError(f"{prefix}: cannot read tensor {name} ({_first_line(error)}); "
                                "is the .data file complete?") from None
 
@@ -100,7 +100,7 @@ def read_frozen_graph(src: str) -> TensorSource:
     try:
         with open(src, "rb") as handle:
             graph.ParseFromString(handle.read())
-    except Exception as error:  # protobuf's DecodeError has no stable import path
+    except Exception as error:  # noqa: BLE001 - protobuf's DecodeError has no stable import path
         raise ConvertError(f"{src}: not a frozen TensorFlow GraphDef ({_first_line(error)})") from None
     constants = {}
     for node in graph.node:
@@ -113,7 +113,7 @@ def read_frozen_graph(src: str) -> TensorSource:
     def get(name):
         try:
             return tf.make_ndarray(constants[name])
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - a malformed TensorProto raises assorted errors
             raise ConvertError(f"{src}: cannot read constant {name} ({_first_line(error)})") from None
 
     return TensorSource(src, "frozen_graph", shapes, {name: np.float32 for name in constants}, get)
@@ -141,7 +141,7 @@ def load_t7(src):
         raise ConvertError(f"{src}: no such file")
     try:
         return torchfile.load(src)
-    except Exception as error:  # torchfile raises struct/IO/its own errors on damaged files
+    except Exception as error:  # noqa: BLE001 - torchfile raises struct, IO and its own errors on damaged files
         raise ConvertError(f"{src}: cannot read the Torch7 file ({type(error).__name__}: "
                            f"{_first_line(error)})") from None
 
