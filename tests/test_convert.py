@@ -162,17 +162,17 @@ def hifill_release(tmp_path_factory):
     return folder / "model_logs", generator, values
 
 
-def _frozen_graph(path, values):
+def _frozen_graph(path, values, scope=""):
     """A frozen GraphDef like the Atlas hifill.pb: weights as Const nodes with their checkpoint names, next to
-    placeholders and other (non-weight) constants."""
+    placeholders and other (non-weight) constants; ``scope`` goes in front of every name."""
     graph = tf.Graph()
     with graph.as_default():
-        tf.compat.v1.placeholder(tf.float32, [1, 512, 512, 3], name="img")
-        tf.compat.v1.placeholder(tf.float32, [1, 512, 512, 1], name="mask")
-        tf.constant([256, 256], name="generator/resize/size")
-        tf.constant(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), name="generator/fuse_weight")
+        tf.compat.v1.placeholder(tf.float32, [1, 512, 512, 3], name=scope + "img")
+        tf.compat.v1.placeholder(tf.float32, [1, 512, 512, 1], name=scope + "mask")
+        tf.constant([256, 256], name=scope + "generator/resize/size")
+        tf.constant(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), name=scope + "generator/fuse_weight")
         for name, value in values.items():
-            tf.identity(tf.constant(value, name=name), name=name + "/read")
+            tf.identity(tf.constant(value, name=scope + name), name=scope + name + "/read")
     with open(path, "wb") as handle:
         handle.write(graph.as_graph_def().SerializeToString())
 
@@ -193,6 +193,17 @@ def test_hifill_checkpoint_and_frozen_graph(hifill_release, tmp_path):
     assert "generator/fuse_weight" in report["ignored"]  # a constant, not a weight
     _, from_pb = _check_inpaints(tmp_path / "from_pb")
     np.testing.assert_array_equal(from_pb, from_ckpt)
+
+
+def test_frozen_graph_names_under_an_import_scope_keep_their_checkpoint_names(tmp_path):
+    from tfinpaint.convert.sources import read_source
+
+    pb = str(tmp_path / "imported.pb")
+    weight = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
+    _frozen_graph(pb, {"generator/re_dil_d1/pw": weight}, scope="import/")
+    source = read_source(pb)
+    assert "generator/re_dil_d1/pw" in source.shapes and "generator/fuse_weight" in source.shapes
+    np.testing.assert_array_equal(source.get("generator/re_dil_d1/pw"), weight)
 
 
 def test_frozen_graph_with_other_names_is_refused_with_what_was_found(tmp_path):

@@ -7,6 +7,7 @@ reproduce the official outputs recorded in its ``model.json``.
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -62,6 +63,18 @@ def _mapping(name):
     return hifill, hifill.discriminator_targets
 
 
+def _network_saver():
+    """A function ``(folder, model_name, options, generator, discriminators)`` that writes generator and
+    discriminators into one checkpoint folder, or None where ``tfinpaint.checkpoints`` cannot yet."""
+    save_networks = getattr(checkpoints, "save_networks", None)
+    if save_networks is not None:
+        return save_networks
+    if "discriminators" in inspect.signature(checkpoints.save_generator).parameters:
+        return lambda folder, name, options, generator, discriminators: checkpoints.save_generator(
+            folder, generator, name, options, discriminators=discriminators)
+    return None
+
+
 def _is_t7(src: str) -> bool:
     return os.fspath(src).lower().endswith(".t7")
 
@@ -82,7 +95,7 @@ def convert(src, out, model: str | None = None, discriminator: bool = False, ove
     src = os.fspath(src)
     name = _canonical(model)
     check_output_folder(out, overwrite)
-    save_networks = getattr(checkpoints, "save_networks", None)
+    save_networks = _network_saver()
     if discriminator and save_networks is None:
         raise ConvertError("--discriminator: this tfinpaint version cannot save discriminators yet "
                            "(tfinpaint.checkpoints.save_networks is missing)")

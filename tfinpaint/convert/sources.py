@@ -108,6 +108,7 @@ def read_frozen_graph(src: str) -> TensorSource:
             constants[node.name] = node.attr["value"].tensor
     if not graph.node:
         raise ConvertError(f"{src}: an empty GraphDef (no nodes)")
+    constants = _without_import_scope(constants)
     shapes = {name: tuple(dim.size for dim in tensor.tensor_shape.dim) for name, tensor in constants.items()}
 
     def get(name):
@@ -117,6 +118,24 @@ def read_frozen_graph(src: str) -> TensorSource:
             raise ConvertError(f"{src}: cannot read constant {name} ({_first_line(error)})") from None
 
     return TensorSource(src, "frozen_graph", shapes, {name: np.float32 for name in constants}, get)
+
+
+_MODEL_SCOPES = ("generator/", "inpaint_net/")
+
+
+def _without_import_scope(constants: dict) -> dict:
+    """Drops a scope that ``tf.import_graph_def`` may have put in front of every name (``import/generator/...``),
+    so that the weights keep their checkpoint names."""
+    if any(name.startswith(_MODEL_SCOPES) for name in constants):
+        return constants
+    for name in constants:
+        for scope in _MODEL_SCOPES:
+            position = name.find("/" + scope)
+            if position >= 0:
+                prefix = name[: position + 1]
+                return {key[len(prefix):] if key.startswith(prefix) else key: value
+                        for key, value in constants.items()}
+    return constants
 
 
 def read_source(src) -> TensorSource:
