@@ -133,7 +133,7 @@ def _without_import_scope(constants: dict) -> dict:
             position = name.find("/" + scope)
             if position >= 0:
                 prefix = name[: position + 1]
-                return {key[len(prefix):] if key.startswith(prefix) else key: value
+                return {key.removeprefix(prefix): value
                         for key, value in constants.items()}
     return constants
 
