@@ -320,6 +320,10 @@ def test_bad_releases_give_one_line_errors_and_write_nothing(v1_release, tmp_pat
     _one_line_error(lambda: convert(missing, out),
                     r"snap: missing tensor inpaint_net/conv5/bias \(needed for .*conv5/bias\)")
 
+    # Without conv2_downsample the version is still told from the other layers' widths.
+    missing = _release_variant(tmp_path / "a2", v1_release, lambda v: v.pop("inpaint_net/conv2_downsample/kernel"))
+    _one_line_error(lambda: convert(missing, out), r"snap: missing tensor inpaint_net/conv2_downsample/kernel")
+
     def wrong_shape(values):
         values["inpaint_net/pmconv3/kernel"] = np.zeros((3, 3, 32, 65), np.float32)
     prefix = _release_variant(tmp_path / "b", v1_release, wrong_shape)

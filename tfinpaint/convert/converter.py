@@ -122,6 +122,11 @@ def convert(src, out, model: str | None = None, discriminator: bool = False, ove
     else:
         source = read_source(src)
         detected = detect_model(source.shapes)
+        if detected == "deepfill":  # DeepFill, but the layers that tell v1 from v2 are missing
+            if name not in ("deepfill_v1", "deepfill_v2"):
+                raise ConvertError(f"{source.path}: a DeepFill checkpoint whose version cannot be told from its "
+                                   "tensors; pass --model deepfill_v1 or deepfill_v2")
+            detected = name
         if name is not None and detected is not None and detected != name:
             raise ConvertError(f"{source.path}: this is a {DISPLAY_NAMES[detected]} checkpoint; "
                                f"use --model {detected}")

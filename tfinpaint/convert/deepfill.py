@@ -19,14 +19,26 @@ _IMAGE_IN = ("conv1", "xconv1", "pmconv1")
 _IMAGE_OUT = ("conv17", "allconv17")
 
 
+# Consecutive layers whose widths tell v1 from v2 (any one pair present is enough).
+_WIDTH_PAIRS = (("conv1", "conv2_downsample"), ("xconv1", "xconv2_downsample"), ("pmconv1", "pmconv2_downsample"),
+                ("conv3", "conv4_downsample"), ("conv5", "conv6"), ("allconv11", "allconv12"))
+
+
 def detect(shapes: dict):
-    """"deepfill_v1", "deepfill_v2" or None. v2's gated convs output features and gates, so each layer's
-    input has half the channels of the previous layer's kernel output; v1's convs pass them all on."""
-    conv1 = shapes.get(GENERATOR_SCOPE + "conv1/kernel")
-    conv2 = shapes.get(GENERATOR_SCOPE + "conv2_downsample/kernel")
-    if conv1 is None or conv2 is None or len(conv1) != 4 or len(conv2) != 4:
+    """"deepfill_v1", "deepfill_v2", "deepfill" (DeepFill, version undecidable) or None. v2's gated convs output
+    features and gates, so a layer's input has half the channels of the previous layer's kernel output; v1's
+    convs pass them all on."""
+    if not any(name.startswith(GENERATOR_SCOPE) for name in shapes):
         return None
-    return "deepfill_v2" if conv2[2] * 2 == conv1[3] else "deepfill_v1"
+    for first, second in _WIDTH_PAIRS:
+        out = shapes.get(f"{GENERATOR_SCOPE}{first}/kernel")
+        into = shapes.get(f"{GENERATOR_SCOPE}{second}/kernel")
+        if out is not None and into is not None and len(out) == 4 and len(into) == 4:
+            if into[2] * 2 == out[3]:
+                return "deepfill_v2"
+            if into[2] == out[3]:
+                return "deepfill_v1"
+    return "deepfill"
 
 
 def _official_layer_name(layer: str) -> str:
