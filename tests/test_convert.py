@@ -101,8 +101,8 @@ def _check_inpaints(folder):
 def v1_release(tmp_path_factory):
     """A DeepFill v1 release folder: generator, critics, Adam slots and the step counter."""
     folder = str(tmp_path_factory.mktemp("deepfill_v1_release"))
-    generator = _values(official.table(official.DEEPFILL_V1), seed=1)
-    critics = _values(official.table(official.DEEPFILL_V1_DISCRIMINATOR), seed=2)
+    generator = _values(official.table("deepfill_v1"), seed=1)
+    critics = _values(official.table("deepfill_v1-discriminator"), seed=2)
     slots = {"inpaint_net/conv1/kernel/Adam": np.ones((5, 5, 5, 32), np.float32),
              "inpaint_net/conv1/kernel/Adam_1": np.ones((5, 5, 5, 32), np.float32),
              "beta1_power": np.float32(0.5), "global_step": np.float32(100)}
@@ -110,6 +110,7 @@ def v1_release(tmp_path_factory):
     return folder, generator, critics
 
 
+@pytest.mark.slow  # end-to-end command lines: convert, then infer.py
 def test_deepfill_v1_release_folder_through_the_command_line(v1_release, tmp_path):
     folder, generator_values, _ = v1_release
     out = str(tmp_path / "converted")
@@ -142,9 +143,9 @@ def test_deepfill_v1_release_folder_through_the_command_line(v1_release, tmp_pat
 
 
 def test_deepfill_v2_checkpoint_prefix_through_the_api(tmp_path):
-    values = _values(official.table(official.DEEPFILL_V2), seed=3)
+    values = _values(official.table("deepfill_v2"), seed=3)
     prefix = str(tmp_path / "release" / "snap-0")
-    _save(prefix, {**values, **_values(official.table(official.DEEPFILL_V2_DISCRIMINATOR), seed=4)})
+    _save(prefix, {**values, **_values(official.table("deepfill_v2-discriminator"), seed=4)})
     report = tfinpaint.convert(prefix, tmp_path / "converted")  # --model detected: v2 (gated widths)
     assert report["model"] == "deepfill_v2" and report["tensors"] == 84 and report["parameters"] == 4052478
     assert len(report["ignored"]) == 18  # the SN-PatchGAN, not asked for
@@ -155,7 +156,7 @@ def test_deepfill_v2_checkpoint_prefix_through_the_api(tmp_path):
 @pytest.fixture(scope="module")
 def hifill_release(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hifill_release")
-    shapes = official.table(official.HIFILL)
+    shapes = official.table("hifill")
     values = _values(shapes, seed=5)
     _save(str(folder / "model_logs" / "snap-0"), values)
     generator = {name: value for name, value in values.items() if name.startswith("generator/")}
@@ -247,8 +248,8 @@ def test_discriminators_map_strictly(v1_release, hifill_release):
     from tfinpaint.convert.sources import read_source
 
     cases = [
-        ("deepfill_v1", v1_release[0], deepfill.v1_discriminator_targets, official.DEEPFILL_V1_DISCRIMINATOR),
-        ("deepfill_v2", None, deepfill.v2_discriminator_targets, official.DEEPFILL_V2_DISCRIMINATOR),
+        ("deepfill_v1", v1_release[0], deepfill.v1_discriminator_targets, "deepfill_v1-discriminator"),
+        ("deepfill_v2", None, deepfill.v2_discriminator_targets, "deepfill_v2-discriminator"),
         ("cra", hifill_release[0], hifill.discriminator_targets, None),
     ]
     for name, src, targets_of, table in cases:
@@ -351,6 +352,7 @@ def test_bad_releases_give_one_line_errors_and_write_nothing(v1_release, tmp_pat
     _nothing_written(tmp_path)
 
 
+@pytest.mark.slow  # end-to-end command line
 def test_truncated_data_file_through_the_command_line(v1_release, tmp_path):
     folder = tmp_path / "release"
     shutil.copytree(v1_release[0], folder)

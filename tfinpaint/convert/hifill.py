@@ -69,15 +69,17 @@ def generator_targets(generator, bgr: bool = True) -> dict:
     return targets
 
 
+def _flip_input(value):
+    return flip_channels(value, axis=2)
+
+
 def discriminator_targets(discriminators: dict, bgr: bool = True) -> dict:
     targets = {}
     for variable in discriminators["critic"].weights:
         layer, weight = variable.path.split("/")[-2:]
         leaf = weight if layer == "linear" else _COARSE_LEAVES[weight]
-        transform = None
-        if not bgr and layer == "conv1" and weight == "kernel":
-            transform = lambda value: flip_channels(value, axis=2)
-        targets[f"{DISCRIMINATOR_SCOPE}{layer}/{leaf}"] = Target(variable, transform)
+        flip = not bgr and layer == "conv1" and weight == "kernel"
+        targets[f"{DISCRIMINATOR_SCOPE}{layer}/{leaf}"] = Target(variable, _flip_input if flip else None)
     return targets
 
 
