@@ -4,6 +4,7 @@
 >>> tfinpaint.convert("deepfill_v2_places2/", "converted/deepfill_v2_places2")  # doctest: +SKIP
 
 Command line: ``tfinpaint convert [--model NAME] --src PATH --out DIR [--discriminator] [--overwrite]``.
+The facts each mapping relies on (names, layouts, colour order): docs/official-weights.md.
 """
 import sys
 import types
