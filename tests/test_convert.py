@@ -205,6 +205,8 @@ def test_frozen_graph_names_under_an_import_scope_keep_their_checkpoint_names(tm
     source = read_source(pb)
     assert "generator/re_dil_d1/pw" in source.shapes and "generator/fuse_weight" in source.shapes
     np.testing.assert_array_equal(source.get("generator/re_dil_d1/pw"), weight)
+    with pytest.raises(ConvertError, match="imported.pb: a frozen inference graph holds no discriminator"):
+        tfinpaint.convert(pb, tmp_path / "out", discriminator=True)
 
 
 def test_frozen_graph_with_other_names_is_refused_with_what_was_found(tmp_path):

@@ -248,3 +248,11 @@ def test_a_deepfill_model_flag_on_a_t7_file_names_glcic(tmp_path):
     write_t7(src, {"mean": [0.5, 0.5, 0.5]})
     with pytest.raises(ConvertError, match=r"this is a GLCIC Torch7 file; use --model glcic"):
         tfinpaint.convert(src, tmp_path / "out", model="deepfill_v2")
+
+
+def test_the_glcic_release_has_no_discriminator_to_convert(tmp_path):
+    src = str(tmp_path / "model.t7")
+    write_t7(src, {"mean": [0.5, 0.5, 0.5]})
+    with pytest.raises(ConvertError, match=r"model.t7: the GLCIC release holds only the completion network"):
+        tfinpaint.convert(src, tmp_path / "out", discriminator=True)
+    assert sorted(os.listdir(tmp_path)) == ["model.t7"]

@@ -75,6 +75,14 @@ def _network_saver():
     return None
 
 
+def _require_network_saver():
+    save_networks = _network_saver()
+    if save_networks is None:
+        raise ConvertError("--discriminator: this tfinpaint version cannot save discriminators yet "
+                           "(tfinpaint.checkpoints.save_networks is missing)")
+    return save_networks
+
+
 def _is_t7(src: str) -> bool:
     return os.fspath(src).lower().endswith(".t7")
 
@@ -95,10 +103,7 @@ def convert(src, out, model: str | None = None, discriminator: bool = False, ove
     src = os.fspath(src)
     name = _canonical(model)
     check_output_folder(out, overwrite)
-    save_networks = _network_saver()
-    if discriminator and save_networks is None:
-        raise ConvertError("--discriminator: this tfinpaint version cannot save discriminators yet "
-                           "(tfinpaint.checkpoints.save_networks is missing)")
+    save_networks = None
 
     if name == "glcic" and not _is_t7(src):
         detected = detect_model(read_source(src).shapes) if os.path.exists(src + ".index") or \
@@ -139,6 +144,7 @@ def convert(src, out, model: str | None = None, discriminator: bool = False, ove
         if discriminator and source.kind == "frozen_graph":
             raise ConvertError(f"{source.path}: a frozen inference graph holds no discriminator; convert the "
                                "training checkpoint for --discriminator")
+        save_networks = _require_network_saver() if discriminator else None
         module, critic_targets = _mapping(name)
         options = module.parity_options(bgr)
         bundle = _build(name, options)
