@@ -201,10 +201,10 @@ def test_frozen_graph_names_under_an_import_scope_keep_their_checkpoint_names(tm
 
     pb = str(tmp_path / "imported.pb")
     weight = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
-    _frozen_graph(pb, {"generator/re_dil_d1/pw": weight}, scope="import/")
+    _frozen_graph(pb, {"generator/c_en_down_128_feat/w": weight}, scope="import/")
     source = read_source(pb)
-    assert "generator/re_dil_d1/pw" in source.shapes and "generator/fuse_weight" in source.shapes
-    np.testing.assert_array_equal(source.get("generator/re_dil_d1/pw"), weight)
+    assert "generator/c_en_down_128_feat/w" in source.shapes and "generator/fuse_weight" in source.shapes
+    np.testing.assert_array_equal(source.get("generator/c_en_down_128_feat/w"), weight)
     with pytest.raises(ConvertError, match="imported.pb: a frozen inference graph holds no discriminator"):
         tfinpaint.convert(pb, tmp_path / "out", discriminator=True)
 
