@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -87,6 +88,70 @@ def _is_t7(src: str) -> bool:
     return os.fspath(src).lower().endswith(".t7")
 
 
+class _Conversion(NamedTuple):
+    name: str
+    options: dict
+    bundle: object
+    targets: dict
+    values: dict
+    ignored: list
+
+
+def _from_t7(src: str, name, discriminator: bool) -> _Conversion:
+    """GLCIC: the completion network of an official Torch7 file."""
+    if name not in (None, "glcic"):
+        raise ConvertError(f"{src}: this is a GLCIC Torch7 file; use --model glcic")
+    if discriminator:
+        raise ConvertError(f"{src}: the GLCIC release holds only the completion network (no discriminator)")
+    root = load_t7(src)
+    options = {"mean": glcic_t7.read_mean(root, src)}
+    bundle = _build("glcic", options)
+    targets, source = glcic_t7.targets_and_source(root, bundle.generator, src)
+    values, ignored = collect(targets, source, scopes=("",))
+    # The mean lives in a (non-trainable) variable of the generator too: set it from the file.
+    bundle.generator.mean.assign(np.asarray(options["mean"], dtype=np.float32))
+    return _Conversion("glcic", options, bundle, targets, values, ignored)
+
+
+def _not_t7(src: str):
+    """--model glcic on something else: name the model it holds where it is one of ours."""
+    readable = os.path.isdir(src) or os.path.exists(src + ".index") or src.endswith(".pb")
+    detected = detect_model(read_source(src).shapes) if readable else None
+    if detected in MODELS:
+        raise ConvertError(f"{src}: this is a {DISPLAY_NAMES[detected]} checkpoint; use --model {detected}")
+    raise ConvertError(f"{src}: not a Torch7 .t7 file (the GLCIC release is completionnet_*.t7)")
+
+
+def _from_tensors(src: str, name, discriminator: bool, bgr: bool) -> _Conversion:
+    """DeepFill v1 / v2 and HiFill: a TF1 checkpoint or a frozen graph."""
+    source = read_source(src)
+    detected = detect_model(source.shapes)
+    if detected == "deepfill":  # DeepFill, but the layers that tell v1 from v2 are missing
+        if name not in ("deepfill_v1", "deepfill_v2"):
+            raise ConvertError(f"{source.path}: a DeepFill checkpoint whose version cannot be told from its "
+                               "tensors; pass --model deepfill_v1 or deepfill_v2")
+        detected = name
+    if name is not None and detected is not None and detected != name:
+        raise ConvertError(f"{source.path}: this is a {DISPLAY_NAMES[detected]} checkpoint; use --model {detected}")
+    if detected is None:
+        found = ", ".join(sorted(source.shapes)[:5]) or "no float tensors"
+        wanted = f"{DISPLAY_NAMES[name]} " if name else ""
+        raise ConvertError(f"{source.path}: no official {wanted}tensor names found (found: {found}"
+                           f"{', ...' if len(source.shapes) > 5 else ''})")
+    if discriminator and source.kind == "frozen_graph":
+        raise ConvertError(f"{source.path}: a frozen inference graph holds no discriminator; convert the "
+                           "training checkpoint for --discriminator")
+    module, critic_targets = _mapping(detected)
+    options = module.parity_options(bgr)
+    bundle = _build(detected, options)
+    targets = module.generator_targets(bundle.generator, bgr)
+    if discriminator:
+        targets.update(critic_targets(bundle.discriminators, bgr))
+    values, ignored = collect(targets, source, scopes=(module.GENERATOR_SCOPE, module.DISCRIMINATOR_SCOPE),
+                              ignore_scopes=() if discriminator else (module.DISCRIMINATOR_SCOPE,))
+    return _Conversion(detected, options, bundle, targets, values, ignored)
+
+
 def convert(src, out, model: str | None = None, discriminator: bool = False, overwrite: bool = False,
             bgr: bool = True) -> dict:
     """Converts released official weights at ``src`` into the tfinpaint checkpoint folder ``out``.
@@ -103,73 +168,29 @@ def convert(src, out, model: str | None = None, discriminator: bool = False, ove
     src = os.fspath(src)
     name = _canonical(model)
     check_output_folder(out, overwrite)
-    save_networks = None
-
     if name == "glcic" and not _is_t7(src):
-        detected = detect_model(read_source(src).shapes) if os.path.exists(src + ".index") or \
-            os.path.isdir(src) or src.endswith(".pb") else None
-        if detected:
-            raise ConvertError(f"{src}: this is a {DISPLAY_NAMES[detected]} checkpoint; use --model {detected}")
-        raise ConvertError(f"{src}: not a Torch7 .t7 file (the GLCIC release is completionnet_*.t7)")
+        _not_t7(src)
     if _is_t7(src):
-        if name not in (None, "glcic"):
-            raise ConvertError(f"{src}: this is a GLCIC Torch7 file; use --model glcic")
-        if discriminator:
-            raise ConvertError(f"{src}: the GLCIC release holds only the completion network (no discriminator)")
-        name = "glcic"
-        root = load_t7(src)
-        options = {"mean": glcic_t7.read_mean(root, src)}
-        bundle = _build(name, options)
-        targets, source = glcic_t7.targets_and_source(root, bundle.generator, src)
-        values, ignored = collect(targets, source, scopes=("",))
-        # The mean lives in a (non-trainable) variable of the generator too: set it from the file.
-        bundle.generator.mean.assign(np.asarray(options["mean"], dtype=np.float32))
+        result = _from_t7(src, name, discriminator)
     else:
-        source = read_source(src)
-        detected = detect_model(source.shapes)
-        if detected == "deepfill":  # DeepFill, but the layers that tell v1 from v2 are missing
-            if name not in ("deepfill_v1", "deepfill_v2"):
-                raise ConvertError(f"{source.path}: a DeepFill checkpoint whose version cannot be told from its "
-                                   "tensors; pass --model deepfill_v1 or deepfill_v2")
-            detected = name
-        if name is not None and detected is not None and detected != name:
-            raise ConvertError(f"{source.path}: this is a {DISPLAY_NAMES[detected]} checkpoint; "
-                               f"use --model {detected}")
-        if detected is None:
-            found = ", ".join(sorted(source.shapes)[:5]) or "no float tensors"
-            wanted = f"{DISPLAY_NAMES[name]} " if name else ""
-            raise ConvertError(f"{source.path}: no official {wanted}tensor names found (found: {found}"
-                               f"{', ...' if len(source.shapes) > 5 else ''})")
-        name = detected
-        if discriminator and source.kind == "frozen_graph":
-            raise ConvertError(f"{source.path}: a frozen inference graph holds no discriminator; convert the "
-                               "training checkpoint for --discriminator")
-        save_networks = _require_network_saver() if discriminator else None
-        module, critic_targets = _mapping(name)
-        options = module.parity_options(bgr)
-        bundle = _build(name, options)
-        targets = module.generator_targets(bundle.generator, bgr)
-        ignore = () if discriminator else (module.DISCRIMINATOR_SCOPE,)
-        if discriminator:
-            targets.update(critic_targets(bundle.discriminators, bgr))
-        scopes = (module.GENERATOR_SCOPE, module.DISCRIMINATOR_SCOPE)
-        values, ignored = collect(targets, source, scopes=scopes, ignore_scopes=ignore)
-
-    assign(targets, values)
+        result = _from_tensors(src, name, discriminator, bgr)
+    save_networks = _require_network_saver() if discriminator else None
+    assign(result.targets, result.values)
+    bundle = result.bundle
 
     def write(folder):
         if discriminator:
-            save_networks(folder, name, options, bundle.generator, bundle.discriminators)
+            save_networks(folder, result.name, result.options, bundle.generator, bundle.discriminators)
         else:
-            checkpoints.save_generator(folder, bundle.generator, name, options)
+            checkpoints.save_generator(folder, bundle.generator, result.name, result.options)
 
     write_atomically(out, overwrite, write)
     return {
-        "model": name,
+        "model": result.name,
         "src": src,
         "out": os.path.abspath(os.fspath(out)),
-        "options": options,
-        "tensors": len(values),
-        "parameters": int(sum(value.size for value in values.values())),
-        "ignored": ignored,
+        "options": result.options,
+        "tensors": len(result.values),
+        "parameters": int(sum(value.size for value in result.values.values())),
+        "ignored": result.ignored,
     }
