@@ -241,32 +241,30 @@ def test_colour_flip_in_the_weights_gives_the_bgr_outputs(release, v1_release, h
         np.testing.assert_allclose(out_rgb[key].numpy(), out_bgr[key].numpy(), atol=2e-5, err_msg=key)
 
 
-def test_discriminators_map_strictly(v1_release, hifill_release):
-    """Each critic tensor lands in its variable (checked with an independent rule per release); the save of
-    generator + critics goes through checkpoints.save_networks once that exists."""
+def test_discriminators_convert_with_the_generator(v1_release, hifill_release, tmp_path):
+    """--discriminator: each critic tensor lands in its variable of the saved folder (checked with an independent
+    rule per release, after restoring into freshly built networks)."""
     from tfinpaint.convert import deepfill, hifill
-    from tfinpaint.convert.common import assign, collect
     from tfinpaint.convert.converter import _build
     from tfinpaint.convert.sources import read_source
 
-    cases = [
-        ("deepfill_v1", v1_release[0], deepfill.v1_discriminator_targets, "deepfill_v1-discriminator"),
-        ("deepfill_v2", None, deepfill.v2_discriminator_targets, "deepfill_v2-discriminator"),
-        ("cra", hifill_release[0], hifill.discriminator_targets, None),
-    ]
-    for name, src, targets_of, table in cases:
+    v2_prefix = str(tmp_path / "v2_release" / "snap")
+    _save(v2_prefix, {**_values(official.table("deepfill_v2"), seed=10),
+                      **_values(official.table("deepfill_v2-discriminator"), seed=6)})
+    cases = [("deepfill_v1", v1_release[0], 84 + 20), ("deepfill_v2", v2_prefix, 84 + 18),
+             ("cra", hifill_release[0], 192 + 14)]
+    for name, src, count in cases:
+        out = tmp_path / name
+        report = tfinpaint.convert(src, out, discriminator=True)
+        assert report["model"] == name and report["tensors"] == count
+        assert checkpoints.read_model_config(out)["model"] == name
         options = (deepfill if name.startswith("deepfill") else hifill).parity_options()
         bundle = _build(name, options)
-        targets = targets_of(bundle.discriminators)
-        if src is None:
-            values = _values(official.table(table), seed=6)
-            src = os.path.join(str(v1_release[0]) + "_v2critic", "snap")
-            _save(src, values)
+        checkpoints.restore_discriminators(bundle.discriminators, out)
         source = read_source(src)
-        values, _ = collect(targets, source, scopes=("discriminator/",))
-        assign(targets, values)
-        assert len(values) == sum(len(c.weights) for c in bundle.discriminators.values())
-        for official_name in values:
+        critic_names = [n for n in source.shapes if n.startswith("discriminator/")]
+        assert len(critic_names) == sum(len(c.weights) for c in bundle.discriminators.values())
+        for official_name in critic_names:
             parts = official_name.split("/")
             if name == "deepfill_v1":
                 kind = "local" if "local" in parts[1] else "global"
@@ -288,18 +286,11 @@ def test_discriminators_map_strictly(v1_release, hifill_release):
 def test_discriminator_conversion_then_train_init_from(tmp_path):
     """DeepFill v2 (its SN-PatchGAN is fully convolutional, so a 64 x 64 run can start from the released critic):
     convert generator and critic, then one training step starts from exactly those weights."""
-    from tfinpaint.convert.converter import _network_saver
-
     generator = _values(official.table("deepfill_v2"), seed=7)
     critic = _values(official.table("deepfill_v2-discriminator"), seed=8)
     prefix = str(tmp_path / "release" / "snap-0")
     _save(prefix, {**generator, **critic})
     out = tmp_path / "converted"
-    if _network_saver() is None:  # checkpoints.py cannot store discriminators (yet): a clear refusal
-        with pytest.raises(ConvertError, match="save_networks is missing"):
-            tfinpaint.convert(prefix, out, discriminator=True)
-        assert not os.path.exists(out)
-        return
     report = tfinpaint.convert(prefix, out, discriminator=True)
     assert report["tensors"] == 84 + 18 and report["ignored"] == []
 
@@ -311,7 +302,7 @@ def test_discriminator_conversion_then_train_init_from(tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "train.py", "--model", "deepfill_v2", "--__flist__", str(photos), "--img_size", "64",
                "--batch_size", "1", "--max_steps", "1", "--ckpt_dir", str(run), "--preview_every", "0",
-               "--init_from", str(out)]
+               "--init_from", str(out), "--model_options", "bgr=True,align_corners=True"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=500, check=False,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -320,7 +311,7 @@ def test_discriminator_conversion_then_train_init_from(tmp_path):
     # One Adam step (lr 1e-4) away from the released weights: far closer than any fresh initialisation.
     from tfinpaint.convert.converter import _build
 
-    bundle = _build("deepfill_v2", {})
+    bundle = _build("deepfill_v2", {"bgr": True, "align_corners": True})
     checkpoints.restore_generator(bundle.generator, run)
     checkpoints.restore_discriminators(bundle.discriminators, run)
     for name, value in generator.items():

@@ -7,7 +7,6 @@ reproduce the official outputs recorded in its ``model.json``.
 """
 from __future__ import annotations
 
-import inspect
 import os
 from typing import NamedTuple
 
@@ -62,26 +61,6 @@ def _mapping(name):
         critics = deepfill.v1_discriminator_targets if name == "deepfill_v1" else deepfill.v2_discriminator_targets
         return deepfill, critics
     return hifill, hifill.discriminator_targets
-
-
-def _network_saver():
-    """A function ``(folder, model_name, options, generator, discriminators)`` that writes generator and
-    discriminators into one checkpoint folder, or None where ``tfinpaint.checkpoints`` cannot yet."""
-    save_networks = getattr(checkpoints, "save_networks", None)
-    if save_networks is not None:
-        return save_networks
-    if "discriminators" in inspect.signature(checkpoints.save_generator).parameters:
-        return lambda folder, name, options, generator, discriminators: checkpoints.save_generator(
-            folder, generator, name, options, discriminators=discriminators)
-    return None
-
-
-def _require_network_saver():
-    save_networks = _network_saver()
-    if save_networks is None:
-        raise ConvertError("--discriminator: this tfinpaint version cannot save discriminators yet "
-                           "(tfinpaint.checkpoints.save_networks is missing)")
-    return save_networks
 
 
 def _is_t7(src: str) -> bool:
@@ -174,15 +153,13 @@ def convert(src, out, model: str | None = None, discriminator: bool = False, ove
         result = _from_t7(src, name, discriminator)
     else:
         result = _from_tensors(src, name, discriminator, bgr)
-    save_networks = _require_network_saver() if discriminator else None
     assign(result.targets, result.values)
     bundle = result.bundle
 
     def write(folder):
-        if discriminator:
-            save_networks(folder, result.name, result.options, bundle.generator, bundle.discriminators)
-        else:
-            checkpoints.save_generator(folder, bundle.generator, result.name, result.options)
+        # Discriminators go in the same folder, so that train.py --init_from starts from all networks.
+        checkpoints.save_generator(folder, bundle.generator, result.name, result.options,
+                                   discriminators=bundle.discriminators if discriminator else None)
 
     write_atomically(out, overwrite, write)
     return {
