@@ -176,7 +176,7 @@ def test_tflite_glcic_converts_with_builtin_ops_and_matches_keras(tmp_path, glci
 def test_bad_arguments_fail_with_one_line_errors(tmp_path, glcic_checkpoint):
     with pytest.raises(ValueError, match="model.json: missing"):
         export.run(str(tmp_path), "savedmodel", str(tmp_path / "out"))
-    with pytest.raises(ValueError, match="--format"):
+    with pytest.raises(ValueError, match="^format 'onnx': must be savedmodel or tflite"):
         export.run(glcic_checkpoint, "onnx", str(tmp_path / "out"))
-    with pytest.raises(ValueError, match="--tflite_size"):
+    with pytest.raises(ValueError, match="^tflite_size 0: must be positive"):
         export.run(glcic_checkpoint, "tflite", str(tmp_path / "out.tflite"), tflite_size=0)
