@@ -41,7 +41,7 @@ cli_flags.declare("export", FLAG_FOR_SETTING.values())
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> ExportConfig:
-    checkpoint = cli_flags.single(flag_values["__gpath__"].value, "checkpoint")
+    checkpoint = cli_flags.single(flag_values["__gpath__"].value)
     return cli_flags.config_from_flags(ExportConfig, FLAG_FOR_SETTING, flag_values, checkpoint=checkpoint)
 
 

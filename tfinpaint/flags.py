@@ -21,7 +21,7 @@ from absl import flags
 from tfinpaint.evaluation.config import DEFAULT_BINS, DEFAULT_MASK_TYPE, DEFAULT_OUT_DIR, DEFAULT_SIZE
 from tfinpaint.imageio import DEFAULT_JPEG_QUALITY
 from tfinpaint.masks.generators import ALL_MASK_TYPES
-from tfinpaint.settings import SettingError, SettingMessage
+from tfinpaint.settings import SettingMessage
 
 FLAGS = flags.FLAGS
 _TRUE = ("1", "true", "t", "yes", "y", "on")
@@ -81,12 +81,16 @@ CATALOGUE: dict = {
     "val_flist": FlagSpec("string", None, "Validation images (folder or text file), scored every --val_every "
                           "steps."),
     "out": FlagSpec("string", "outputs", "Output folder.", (), {
-        "export": "Output path (a folder for SavedModel, a .tflite file for TFLite)."}),
+        "export": "Output path (a folder for SavedModel, a .tflite file for TFLite).",
+        "convert": "Checkpoint folder to write (tfinpaint.load, infer.py, eval and export read it); required."}),
     "overwrite": FlagSpec("boolean", False, "Replace existing output files.", (), {
-        "eval": "Replace an --eval_dir holding a different mask set or the results of another checkpoint."}),
+        "eval": "Replace an --eval_dir holding a different mask set or the results of another checkpoint.",
+        "convert": "Replace --out if it exists."}),
     "model": FlagSpec("string", None, "Model name; overrides the one stored in the checkpoint folder.", (), {
         "train": "Model: cra, deepfill_v1, deepfill_v2 (default), glcic, pconv, or 'package.module:build' for a "
-                 "custom model."}),
+                 "custom model.",
+        "convert": "Model of the release: deepfill_v1, deepfill_v2, cra (or hifill), glcic; detected from the "
+                   "tensor names when left out."}),
     "mask_polarity": FlagSpec("enum", "hole", _POLARITY, options={"enum_values": ["hole", "valid"]}),
     "precision": FlagSpec("enum", "float32", "Network compute precision; bfloat16 lowers peak memory on CPU.",
                           options={"enum_values": ["float32", "bfloat16"]}),
@@ -159,6 +163,13 @@ CATALOGUE: dict = {
     "eval_mask_type": FlagSpec("enum", DEFAULT_MASK_TYPE, "Mask generator of a new mask set.",
                                options={"enum_values": _MASK_TYPES}),
     "fid_weights": FlagSpec("string", None, "Local Keras InceptionV3 'notop' weights file (.h5); enables FID."),
+    # ---- convert
+    "src": FlagSpec("string", None, "The download: a TF1 checkpoint folder (state file 'checkpoint' or "
+                    "'checkpoint.txt') or prefix, HiFill's frozen hifill.pb, or a GLCIC .t7 file."),
+    "discriminator": FlagSpec("boolean", False, "Also convert the discriminator / critic tensors (to fine-tune "
+                              "with train.py --init_from OUT)."),
+    "bgr": FlagSpec("boolean", True, "Keep the official BGR channel order inside the network; --nobgr flips the "
+                    "colour channels in the weights instead (same outputs)."),
     # ---- serve
     "host": FlagSpec("string", "127.0.0.1", "Address to bind (0.0.0.0 exposes the server to the network)."),
     "port": FlagSpec("integer", 8080, "Port to listen on."),
@@ -221,12 +232,10 @@ def render_error(error: BaseException, table: Mapping[str, str]) -> str:
     return text or type(error).__name__
 
 
-def single(value, setting: str):
-    """The one value of a flag that may be repeated (``--gpath`` repeats for ``serve``) where a command takes
-    one."""
+def single(value):
+    """The value of a repeatable flag (``--gpath`` repeats for ``serve``) where a command takes one: the last
+    one given, as for any other flag given twice."""
     if value is None or isinstance(value, str):
         return value
     values = list(value)
-    if len(values) > 1:
-        raise SettingError(f"give one, not {len(values)} ({', '.join(values)})", setting)
-    return values[0] if values else None
+    return values[-1] if values else None

@@ -43,7 +43,7 @@ cli_flags.declare("eval", FLAG_FOR_SETTING.values())
 
 def config_from_flags(flag_values=FLAGS) -> EvalConfig:
     """The flags as one EvalConfig; bins, size, seed and mask type only where given (a stored set has its own)."""
-    checkpoint = cli_flags.single(flag_values["__gpath__"].value, "checkpoint")
+    checkpoint = cli_flags.single(flag_values["__gpath__"].value)
     return cli_flags.config_from_flags(EvalConfig, FLAG_FOR_SETTING, flag_values, only_given=STORED_WITH_MASK_SET,
                                        checkpoint=checkpoint)
 

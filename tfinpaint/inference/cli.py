@@ -82,7 +82,7 @@ cli_flags.declare("infer", FLAG_FOR_SETTING.values())
 
 
 def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> InferConfig:
-    checkpoint = cli_flags.single(flag_values["__gpath__"].value, "checkpoint")
+    checkpoint = cli_flags.single(flag_values["__gpath__"].value)
     return cli_flags.config_from_flags(InferConfig, FLAG_FOR_SETTING, flag_values, checkpoint=checkpoint)
 
 
