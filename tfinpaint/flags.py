@@ -4,7 +4,8 @@ config object.
 A command lists the flags it reads in one table, setting -> flag name (``{"checkpoint": "__gpath__", ...}``),
 and calls ``declare(command, table)`` when imported; ``config_from_flags`` then builds its config object
 from the parsed flags and ``render_error`` spells the settings named by a library error as that command's
-flags. Adding a flag to a command is one entry here (once) and one line in the command's table.
+flags. Adding a flag to several commands is one entry here and, per command, one line in its table (and
+the config field it fills).
 
 The original scripts' spellings stay: ``--__flist__ DIR``, ``--__gpath__ CKPT``, ``--__lambda_l1__ 1.0``,
 ``--__gen_masks__ true`` (a boolean that takes a separate word), each with a plain alias where one is in use
