@@ -185,3 +185,19 @@ def test_library_error_through_the_command_line_names_the_flag(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == ("train.py: error: --__lambda_l1__ -1: loss weights must be "
                                                       ">= 0 (a negative weight makes training increase that loss)")
+
+
+def test_export_command_reads_its_config_and_spells_library_errors_as_flags(tmp_path):
+    from tfinpaint.checkpoints import save_generator
+    from tfinpaint.inference.api import build_generator
+
+    # export.run names the setting (tflite_size); `tfinpaint export` prints the flag.
+    result = _run("-m", "tfinpaint", "export", "--gpath", str(tmp_path), "--format", "tflite", "--tflite_size", "0")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "export: --tflite_size 0: must be positive"
+    # A real SavedModel export of a tiny checkpoint through the seed spelling --__gpath__.
+    ckpt = tmp_path / "ckpt"
+    save_generator(ckpt, build_generator("glcic", {"cnum": 4}), "glcic", {"cnum": 4})
+    result = _run("-m", "tfinpaint", "export", "--__gpath__", str(ckpt), "--out", str(tmp_path / "saved"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SavedModel (glcic) written to" in result.stdout and (tmp_path / "saved" / "saved_model.pb").is_file()
