@@ -201,3 +201,22 @@ def test_export_command_reads_its_config_and_spells_library_errors_as_flags(tmp_
     result = _run("-m", "tfinpaint", "export", "--__gpath__", str(ckpt), "--out", str(tmp_path / "saved"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SavedModel (glcic) written to" in result.stdout and (tmp_path / "saved" / "saved_model.pb").is_file()
+
+
+def test_train_py_gen_masks_seed_spelling_writes_masks_and_refuses_to_replace_them(tmp_path):
+    from tfinpaint import masks
+
+    out = tmp_path / "m"
+    command = ("train.py", "--__gen_masks__", "true", "--__mask_type__", "bbox", "--num_masks", "2",
+               "--mask_height", "32", "--mask_width", "48", "--mask_dir", str(out))
+    result = _run(*command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["mask_00000.png", "mask_00001.png"]
+    first = (out / "mask_00001.png").read_bytes()
+    assert (masks.read_mask(out / "mask_00001.png") == masks.indexed_mask("bbox", 32, 48, 0, 1)).all()
+    # Again with another seed: the mask command names the setting, train.py prints the flag; nothing replaced.
+    result = _run(*command, "--mask_seed", "1")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].endswith("already exists (and 1 more); pass --mask_overwrite to "
+                                                           "replace")
+    assert (out / "mask_00001.png").read_bytes() == first
