@@ -180,12 +180,12 @@ def test_tflite_glcic_converts_with_builtin_ops_and_matches_keras(tmp_path, glci
 def test_bad_arguments_fail_with_one_line_errors(tmp_path, glcic_checkpoint):
     with pytest.raises(ValueError, match="model.json: missing"):
         export.run(str(tmp_path), "savedmodel", str(tmp_path / "out"))
-    with pytest.raises(ValueError, match="--format"):
+    with pytest.raises(ValueError, match="^format 'onnx': must be savedmodel or tflite"):
         export.run(glcic_checkpoint, "onnx", str(tmp_path / "out"))
-    with pytest.raises(ValueError, match="--tflite_size"):
+    with pytest.raises(ValueError, match="^tflite_size 0: must be positive"):
         export.run(glcic_checkpoint, "tflite", str(tmp_path / "out.tflite"), tflite_size=0)
     # Above the working area the API takes the mask-dependent region path, which has no fixed-size TFLite form.
-    with pytest.raises(ValueError, match="--tflite_size 1025 for glcic must be <= 1024"):
+    with pytest.raises(ValueError, match="^tflite_size 1025: for glcic must be <= 1024"):
         export.run(glcic_checkpoint, "tflite", str(tmp_path / "big.tflite"), tflite_size=1025)
     assert not os.path.exists(tmp_path / "big.tflite")
 

@@ -1,4 +1,4 @@
-"""``tfinpaint export --gpath CKPT --format savedmodel|tflite --out PATH``.
+"""Export of a checkpoint as a SavedModel or a TFLite model (the command: ``tfinpaint.export_cli``).
 
 SavedModel
     The ``serving_default`` signature takes ``image`` (uint8 [H, W, 3] RGB, any H and W) and ``mask`` (uint8
@@ -47,14 +47,11 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from absl import flags
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from tfinpaint.flags_util import define
 from tfinpaint.inference.api import CRA_WORKING_SIZE, load
 from tfinpaint.layers.static_trace import unrolled_loops
-
-FLAGS = flags.FLAGS
+from tfinpaint.settings import SettingError
 
 
 def pad_indices(size, target, symmetric):
@@ -311,12 +308,12 @@ def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
     """Converts the serving graph at a fixed ``size`` x ``size``, built-in ops first, then with select TF ops.
     Writes ``out_path`` and returns which op set it needed (``BUILTIN_OPS`` or ``SELECT_OPS``)."""
     if inpainter.model_name == "cra" and size > CRA_WORKING_SIZE:
-        raise ValueError(f"export: --tflite_size {size} for cra must be <= {CRA_WORKING_SIZE} (its high-resolution "
-                         "path depends on the input size and exports to SavedModel only)")
+        raise SettingError(f"for cra must be <= {CRA_WORKING_SIZE} (its high-resolution path depends on the input "
+                           "size and exports to SavedModel only)", "tflite_size", size)
     if inpainter.model_name != "cra" and size * size > inpainter.max_pixels:
-        raise ValueError(f"export: --tflite_size {size} for {inpainter.model_name} must be <= "
-                         f"{math.isqrt(inpainter.max_pixels)} (larger images take the region-around-the-holes path, "
-                         "whose size depends on the mask and exports to SavedModel only)")
+        raise SettingError(f"for {inpainter.model_name} must be <= {math.isqrt(inpainter.max_pixels)} (larger images "
+                           "take the region-around-the-holes path, whose size depends on the mask and exports to "
+                           "SavedModel only)", "tflite_size", size)
     module = ServingModule(inpainter)
     with _builtin_patch_extraction(), unrolled_loops():
         concrete = tf.function(module.inpaint).get_concrete_function(
@@ -338,7 +335,7 @@ def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
         with open(out_path, "wb") as handle:
             handle.write(flatbuffer)
         return label
-    raise RuntimeError(f"export: TFLite conversion of {inpainter.model_name} failed: {'; '.join(errors)}")
+    raise RuntimeError(f"TFLite conversion of {inpainter.model_name} failed: {'; '.join(errors)}")
 
 
 def _first_line(error) -> str:
@@ -378,27 +375,13 @@ def verify_tflite(inpainter, path: str, size: int, seed: int = 0) -> int:
     return int(np.abs(lite.astype(np.int16) - keras_output.astype(np.int16)).max())
 
 
-def define_flags(flag_values=FLAGS) -> None:
-    define("string", "__gpath__", None, "Checkpoint folder written by train.py.", flag_values, aliases=["gpath"])
-    define("enum", "format", "savedmodel", "Export format.", flag_values, enum_values=["savedmodel", "tflite"])
-    define("string", "out", "outputs", "Output path (a folder for SavedModel, a .tflite file for TFLite).",
-           flag_values)
-    define("string", "model", None, "Model name; overrides the one stored in the checkpoint folder.", flag_values)
-    define("integer", "tflite_size", 256, "Fixed input side of the TFLite model.", flag_values)
-    define("boolean", "verify", False, "TFLite: run the exported model in tf.lite.Interpreter and compare it "
-           "with the Keras model on a random image.", flag_values)
-
-
-define_flags()
-
-
 def run(gpath: str, export_format: str = "savedmodel", out: str = "outputs", model=None, tflite_size: int = 256,
         verify: bool = False) -> str:
     """Exports the checkpoint folder ``gpath``; returns what was written (one line per step)."""
     if export_format not in ("savedmodel", "tflite"):
-        raise ValueError(f"export: --format must be savedmodel or tflite, got {export_format!r}")
+        raise SettingError("must be savedmodel or tflite", "format", repr(export_format))
     if export_format == "tflite" and tflite_size < 1:
-        raise ValueError(f"export: --tflite_size must be positive, got {tflite_size}")
+        raise SettingError("must be positive", "tflite_size", tflite_size)
     inpainter = load(gpath, model=model)
     if export_format == "savedmodel":
         return f"SavedModel ({inpainter.model_name}) written to {export_savedmodel(inpainter, out)}"
@@ -409,14 +392,3 @@ def run(gpath: str, export_format: str = "savedmodel", out: str = "outputs", mod
         report += (f"\nverified in tf.lite.Interpreter: known pixels equal, largest difference from the Keras model "
                    f"{difference} grey level(s)")
     return report
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise SystemExit(f"export: unexpected arguments {' '.join(argv[1:])}")
-    if not FLAGS.__gpath__:
-        raise SystemExit("export: --gpath CKPT_DIR is required")
-    try:
-        print(run(FLAGS.__gpath__, FLAGS.format, FLAGS.out, FLAGS.model, FLAGS.tflite_size, FLAGS.verify))
-    except (ValueError, RuntimeError) as error:
-        raise SystemExit(str(error)) from None
