@@ -63,6 +63,8 @@ class CRAGenerator(BuildsByCalling, keras.Model):
         bgr: feed the network BGR instead of RGB (the official checkpoint saw cv2-loaded BGR images).
         return_flow: also return ``"flow"``, the colour-coded argmax offsets of the attention (visualisation).
         attention_memory_budget_mb: score-matrix budget of the contextual attention before it chunks.
+        coarse_size: side of the square the coarse stage works at (the official code: 256 whatever the input);
+            None (default) uses half the input's height and width. Both agree at 512 x 512.
 
     ``call(image, mask)`` returns float32 tensors: ``"output"`` (composited, [0, 1]), ``"raw"`` (refine output),
     ``"coarse"`` (coarse output upsampled to the input size), ``"attention"`` ([B, L, L] with L = H/16 * W/16,
@@ -73,7 +75,7 @@ class CRAGenerator(BuildsByCalling, keras.Model):
     attention_cell = ATTENTION_CELL
 
     def __init__(self, cnum=32, bgr=False, return_flow=True, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
-                 **kwargs):
+                 coarse_size=None, **kwargs):
         # No input autocast under mixed precision: the float32 image must reach the final composite untouched,
         # so that known pixels stay bit-exact. The layers inside still compute in the policy's compute dtype.
         kwargs.setdefault("autocast", False)
@@ -84,6 +86,9 @@ class CRAGenerator(BuildsByCalling, keras.Model):
         self.bgr = bool(bgr)
         self.return_flow = bool(return_flow)
         self.attention_memory_budget_mb = attention_memory_budget_mb
+        if coarse_size is not None and (int(coarse_size) != coarse_size or coarse_size < 4 or coarse_size % 4):
+            raise ValueError(f"cra: coarse_size must be None or a positive multiple of 4, got {coarse_size}")
+        self.coarse_size = None if coarse_size is None else int(coarse_size)
         c = self.cnum
 
         def coarse(name, filters, kernel=3, strides=1, dilation=1):
@@ -149,8 +154,9 @@ class CRAGenerator(BuildsByCalling, keras.Model):
         hole = tf.cast(mask, dtype)
         x_in = tf.cast(to_internal(image, self.bgr), dtype) * (1.0 - hole)
 
-        # Coarse network on the half-resolution [incomplete image, mask] (official: 512 -> 256).
-        x = _resize_bilinear_tf1(tf.concat([x_in, hole], axis=-1), height_width // 2)
+        # Coarse network on the half-resolution [incomplete image, mask] (official: a fixed 256 x 256).
+        coarse_hw = height_width // 2 if self.coarse_size is None else [self.coarse_size, self.coarse_size]
+        x = _resize_bilinear_tf1(tf.concat([x_in, hole], axis=-1), coarse_hw)
         for layer in self.coarse_layers:
             x = layer(x, training=training)
         x1 = _resize_bilinear_tf1(tf.clip_by_value(x, -1.0, 1.0), height_width)
@@ -205,7 +211,7 @@ class CRAGenerator(BuildsByCalling, keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(cnum=self.cnum, bgr=self.bgr, return_flow=self.return_flow,
-                      attention_memory_budget_mb=self.attention_memory_budget_mb)
+                      attention_memory_budget_mb=self.attention_memory_budget_mb, coarse_size=self.coarse_size)
         return config
 
 
@@ -328,11 +334,12 @@ def make_recipe(bgr=False, image_size=512) -> Recipe:
 
 
 def build(cnum=32, dnum=64, bgr=False, image_size=512, return_flow=True,
-          attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
+          attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, coarse_size=None,
           **unused) -> ModelBundle:
     """Builds (and initialises the weights of) the generator, the critic and the default recipe.
 
     ``image_size`` (int, square) is the training size: it sizes the critic's Dense layer and the recipe's crop.
+    ``coarse_size``: see ``CRAGenerator`` (converted official weights record 256).
     """
     if unused:
         raise ValueError(f"cra: unknown option(s) {', '.join(sorted(unused))}")
@@ -340,7 +347,8 @@ def build(cnum=32, dnum=64, bgr=False, image_size=512, return_flow=True,
         raise ValueError(f"cra: image_size must be a positive multiple of {SIZE_FACTOR}, got {image_size}")
     image_size = int(image_size)
     generator = CRAGenerator(cnum=cnum, bgr=bgr, return_flow=return_flow,
-                             attention_memory_budget_mb=attention_memory_budget_mb, name="cra_generator")
+                             attention_memory_budget_mb=attention_memory_budget_mb, coarse_size=coarse_size,
+                             name="cra_generator")
     critic = CRACritic(dnum=dnum, input_size=(image_size, image_size), name="critic")
     # Variables exist from the start (parameter counts, checkpoints and optimizers need them).
     generator.create_variables()
