@@ -18,7 +18,8 @@ FLAGS = flags.FLAGS
 class ExportConfig:
     """One export: ``checkpoint`` (folder written by training) to ``out`` (a folder for a SavedModel, a
     ``.tflite`` file) in ``format``; TFLite at a fixed ``tflite_size`` square, checked against the Keras model
-    with ``verify``. ``model`` overrides the model name stored with the checkpoint."""
+    with ``verify``. ``model`` overrides the model name stored with the checkpoint; ``hd_*``: the high-resolution
+    strategy of the SavedModel (see ``tfinpaint.load``)."""
 
     checkpoint: str
     format: str = "savedmodel"
@@ -26,6 +27,10 @@ class ExportConfig:
     model: str | None = None
     tflite_size: int = 256
     verify: bool = False
+    hd_strategy: str | None = None
+    hd_crop_margin: int | None = None
+    hd_resize_limit: int | None = None
+    hd_trigger_size: int | None = None
 
 
 # ExportConfig setting -> flag: builds the config and spells the settings in error messages.
@@ -36,6 +41,7 @@ FLAG_FOR_SETTING = {
     "model": "model",
     "tflite_size": "tflite_size",
     "verify": "verify",
+    **{name: name for name in cli_flags.HD_FLAGS},
 }
 cli_flags.declare("export", FLAG_FOR_SETTING.values())
 
@@ -50,7 +56,7 @@ def run(config: ExportConfig) -> str:
     from tfinpaint import export
 
     return export.run(config.checkpoint, config.format, config.out, config.model, config.tflite_size,
-                      config.verify)
+                      config.verify, hd={name: getattr(config, name) for name in cli_flags.HD_FLAGS})
 
 
 def error_line(error: BaseException) -> str:

@@ -174,7 +174,8 @@ class InpaintingPipeline(tf.Module):
             raise ValueError("the cra strategy needs a generator with contextual residual aggregation (CRA/HiFill)")
         self.attention_cell = attention_cell
         self.traces = 0
-        self._functions = {}
+        # Untracked: a SavedModel of this module must not save these tf.functions (the export traces its own).
+        object.__setattr__(self, "_functions", {})
 
     # -- entry points ------------------------------------------------------------------------------------------
     def function(self, stages=()):
