@@ -126,15 +126,17 @@ def run_one(model: str, height: int, width: int, repeats: int) -> dict:
     """Runs in the child process: builds the model, measures, returns one result row."""
     import numpy as np
 
-    from tfinpaint.inference.api import CRA_WORKING_SIZE, Inpainter, build_generator
+    from tfinpaint.inference.api import Inpainter, build_generator
 
     generator = build_generator(model, {})
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     hole = np.zeros((height, width), np.float32)
     hole[height // 4:height // 4 + height // 2, width // 4:width // 4 + width // 2] = 1.0
-    high_res = model == "cra" and max(height, width) > CRA_WORKING_SIZE
-    inpainter = Inpainter(generator, model, max_pixels=None if high_res else height * width)
+    # CRA runs its own high-resolution strategy; the others see the whole image at full resolution.
+    inpainter = Inpainter(generator, model, hd_strategy="cra" if model == "cra" else "original")
+    working = inpainter.hd_settings.working_size
+    high_res = model == "cra" and max(height, width) > working
     rss_before_mb = _rss_mb("VmRSS")
     start = time.perf_counter()
     inpainter(image, hole)  # warm-up: traces the graph
@@ -149,12 +151,13 @@ def run_one(model: str, height: int, width: int, repeats: int) -> dict:
 
     counts = count_macs(generator, COUNT_SIDE, COUNT_SIDE)
     if high_res:
-        from tfinpaint.models.cra import ATTENTION_CELL, working_shape
-
-        net_h, net_w = working_shape(height, width, CRA_WORKING_SIZE)
-        cells = (net_h // ATTENTION_CELL) * (net_w // ATTENTION_CELL)
-        side = max(-(-height // (net_h // ATTENTION_CELL)), -(-width // (net_w // ATTENTION_CELL)))
-        extra = 3 * cells * cells * side * side  # residual aggregation, one colour channel at a time
+        factor, cell = inpainter.size_factor, inpainter.attention_cell
+        scale_down = working / max(height, width)
+        short = max(factor, round(min(height, width) * scale_down / factor) * factor)
+        net_h, net_w = (working, short) if height >= width else (short, working)
+        cells = (net_h // cell) * (net_w // cell)
+        side = max(-(-height // (net_h // cell)), -(-width // (net_w // cell)))
+        extra = 3 * cells * cells * side * side  # residual aggregation (all source cells, every target cell)
         note = f"network at {net_w}x{net_h} + residual aggregation ({side}px cells)"
     else:
         factor = inpainter.size_factor
