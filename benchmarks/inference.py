@@ -126,14 +126,14 @@ def run_one(model: str, height: int, width: int, repeats: int) -> dict:
     """Runs in the child process: builds the model, measures, returns one result row."""
     import numpy as np
 
-    from tfinpaint.inference.api import CRA_WORKING_SIZE, Inpainter, build_generator
+    from tfinpaint.inference.api import Inpainter, build_generator
 
     generator = build_generator(model, {})
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     hole = np.zeros((height, width), np.float32)
     hole[height // 4:height // 4 + height // 2, width // 4:width // 4 + width // 2] = 1.0
-    high_res = model == "cra" and max(height, width) > CRA_WORKING_SIZE
+    high_res = generator.default_hd_strategy == "cra" and max(height, width) > generator.working_size
     inpainter = Inpainter(generator, model, max_pixels=None if high_res else height * width)
     rss_before_mb = _rss_mb("VmRSS")
     start = time.perf_counter()
@@ -151,7 +151,7 @@ def run_one(model: str, height: int, width: int, repeats: int) -> dict:
     if high_res:
         from tfinpaint.models.cra import ATTENTION_CELL, working_shape
 
-        net_h, net_w = working_shape(height, width, CRA_WORKING_SIZE)
+        net_h, net_w = working_shape(height, width, generator.working_size)
         cells = (net_h // ATTENTION_CELL) * (net_w // ATTENTION_CELL)
         side = max(-(-height // (net_h // ATTENTION_CELL)), -(-width // (net_w // ATTENTION_CELL)))
         extra = 3 * cells * cells * side * side  # residual aggregation, one colour channel at a time

@@ -27,6 +27,8 @@ class TinyGenerator(keras.Model):
     """Two conv stages (coarse, refined) on the masked image and the mask. The refinement layers sit in a list,
     like most of the zoo's layers: Keras 3 hides those from TensorFlow's checkpoint object graph."""
 
+    size_factor = 4
+
     def __init__(self, cnum=4, **kwargs):
         super().__init__(**kwargs)
         self.cnum = cnum
@@ -114,7 +116,6 @@ def build_tiny(cnum=4, dnum=4, phases="gan", critic_steps=1, image_size=SIZE, si
         d_optimizer={"class_name": "Adam", "learning_rate": 1e-2},
         phases=phase_list,
         image_size=image_size,
-        size_factor=4,
         batch_size=4,
     )
     return ModelBundle(TinyGenerator(cnum), {"critic": TinyCritic(dnum)}, recipe)

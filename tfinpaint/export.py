@@ -43,7 +43,7 @@ from absl import flags
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tfinpaint.flags_util import define
-from tfinpaint.inference.api import CRA_WORKING_SIZE, load
+from tfinpaint.inference.api import load
 
 FLAGS = flags.FLAGS
 
@@ -124,6 +124,8 @@ class ServingModule(tf.Module):
         object.__setattr__(self, "generator", inpainter.generator)
         self.weights = list(inpainter.generator.variables)
         self._model_name = inpainter.model_name
+        self._hd_strategy = inpainter.hd_strategy
+        self._working_size = int(inpainter.working_size)
         self._size_factor = int(inpainter.size_factor)
         self._max_pixels = int(inpainter.max_pixels)
 
@@ -139,8 +141,8 @@ class ServingModule(tf.Module):
         # Comparisons and selects run on int32: TFLite's built-in GREATER and SELECT_V2 take no uint8.
         hole = tf.cast(mask, tf.int32) > 127
         height, width = _height_width(image)
-        if self._model_name == "cra":
-            prediction = _static_cond(tf.maximum(height, width) > CRA_WORKING_SIZE,
+        if self._hd_strategy == "cra":
+            prediction = _static_cond(tf.maximum(height, width) > self._working_size,
                                       lambda: self._cra_high_res(image, hole),
                                       lambda: self._to_levels(self._predict(image, hole)))
         else:
@@ -203,17 +205,17 @@ class ServingModule(tf.Module):
         from tfinpaint.layers.attention_transfer import aggregate_residual
         from tfinpaint.models import cra
 
-        factor = int(getattr(self.generator, "size_factor", cra.SIZE_FACTOR))
+        factor = self._size_factor
         cell = int(getattr(self.generator, "attention_cell", cra.ATTENTION_CELL))
         height, width = _height_width(image)
-        scale = CRA_WORKING_SIZE / tf.cast(tf.maximum(height, width), tf.float64)
+        scale = self._working_size / tf.cast(tf.maximum(height, width), tf.float64)
 
         def short(side):
             # Python's round() in cra.working_shape rounds half to even, as tf.round does.
             return tf.maximum(factor, tf.cast(tf.round(tf.cast(side, tf.float64) * scale / factor), tf.int32) * factor)
 
-        small_h = tf.where(height >= width, CRA_WORKING_SIZE, short(height))
-        small_w = tf.where(height >= width, short(width), CRA_WORKING_SIZE)
+        small_h = tf.where(height >= width, self._working_size, short(height))
+        small_w = tf.where(height >= width, short(width), self._working_size)
         grid_h, grid_w = small_h // cell, small_w // cell
         hole_u8 = tf.cast(hole, tf.uint8)[None, :, :, None]
         small_image = tf.image.resize(image[None], [small_h, small_w], method="area")[0] / 255.0
@@ -301,8 +303,9 @@ SELECT_OPS = "builtin + select TensorFlow ops (needs the Flex delegate)"
 def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
     """Converts the serving graph at a fixed ``size`` x ``size``, built-in ops first, then with select TF ops.
     Writes ``out_path`` and returns which op set it needed (``BUILTIN_OPS`` or ``SELECT_OPS``)."""
-    if inpainter.model_name == "cra" and size > CRA_WORKING_SIZE:
-        raise ValueError(f"export: --tflite_size {size} for cra must be <= {CRA_WORKING_SIZE} (its high-resolution "
+    if inpainter.hd_strategy == "cra" and size > inpainter.working_size:
+        raise ValueError(f"export: --tflite_size {size} for {inpainter.model_name} must be <= "
+                         f"{inpainter.working_size} (its high-resolution "
                          "path depends on the input size and exports to SavedModel only)")
     module = ServingModule(inpainter)
     with _builtin_patch_extraction():

@@ -4,15 +4,15 @@ Any image size works. The image is reflect-padded to the model's size multiple a
 known pixels of every output are bit-exact copies of the input (``out = pred * hole + image * (1 - hole)`` at
 the input's own resolution).
 
-Large images (strategy per model, so that no model runs out of memory on a 4K photo):
+Large images: each generator declares its ``working_size`` (``max_pixels`` defaults to its square) and its
+``default_hd_strategy`` (``tfinpaint.models.base``), so that no model runs out of memory on a 4K photo:
 
-* DeepFill v1/v2 run at full resolution up to ``max_pixels`` (default 2048 x 2048): their contextual attention
-  processes foreground positions in chunks, so memory grows linearly with the image area.
-* CRA/HiFill runs its network at 512 on the long side and adds the high-frequency residual at full resolution
-  (contextual residual aggregation, ``tfinpaint.models.cra.inpaint_high_res``), for any aspect ratio.
-* GLCIC and PConv, and DeepFill beyond ``max_pixels``, work on the region around the holes' bounding box (with
-  as much context around it again), downscaled so that it holds at most ``max_pixels``; the prediction is
-  upscaled back and pasted into the hole pixels only.
+* "crop" (GLCIC and PConv up to 1024 x 1024 pixels, DeepFill v1/v2 up to 2048 x 2048, whose contextual
+  attention processes foreground positions in chunks): the whole image up to ``max_pixels``; beyond, the region
+  around the holes' bounding box (with as much context around it again), downscaled so that it holds at most
+  ``max_pixels``; the prediction is upscaled back and pasted into the hole pixels only.
+* "cra" (CRA/HiFill): the network at its working size (512) on the long side plus the high-frequency residual
+  at full resolution (contextual residual aggregation, the generator's ``inpaint_high_res``), any aspect ratio.
 """
 from __future__ import annotations
 
@@ -26,18 +26,8 @@ import tensorflow as tf
 
 from tfinpaint import imageio
 from tfinpaint.checkpoints import read_model_config, restore_generator
+from tfinpaint import models
 from tfinpaint.models import registry
-
-# Pixels a model processes at once before the bounding-box working-region strategy takes over.
-DEFAULT_MAX_PIXELS = {
-    "deepfill_v1": 2048 * 2048,
-    "deepfill_v2": 2048 * 2048,
-    "glcic": 1024 * 1024,
-    "pconv": 1024 * 1024,
-    "cra": 512 * 512,
-}
-# Side length above which CRA switches to contextual residual aggregation.
-CRA_WORKING_SIZE = 512
 
 
 def _as_image(image) -> np.ndarray:
@@ -128,13 +118,13 @@ class Inpainter:
         self.generator = generator
         self.model_name = model_name
         self.options = dict(options or {})
-        self.size_factor = registry.size_factor(model_name, **self._model_options())
-        self.max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS.get(model_name, 1024 * 1024))
+        # The generator's own declarations (tfinpaint.models.base.InpaintingGenerator).
+        self.size_factor = int(generator.size_factor)
+        self.working_size = int(generator.working_size)
+        self.hd_strategy = generator.default_hd_strategy
+        self.max_pixels = int(max_pixels or self.working_size ** 2)
         self.mask_polarity = mask_polarity
         self._runs = {}  # one compiled graph per set of returned stages
-
-    def _model_options(self) -> dict:
-        return {key: value for key, value in self.options.items() if key != "vgg_weights"}
 
     def _compiled(self, stages):
         if stages not in self._runs:
@@ -165,10 +155,8 @@ class Inpainter:
         if not hole.any():
             result = image.copy()
             return (result, {"masked": image.copy(), "output": result}) if return_steps else result
-        if self.model_name == "cra" and max(image.shape[:2]) > CRA_WORKING_SIZE:
-            from tfinpaint.models.cra import inpaint_high_res
-
-            prediction = inpaint_high_res(self.generator, image, hole, working_size=CRA_WORKING_SIZE)
+        if self.hd_strategy == "cra" and max(image.shape[:2]) > self.working_size:
+            prediction = self.generator.inpaint_high_res(image, hole, working_size=self.working_size)
             region_steps = None
             prediction = prediction.astype(np.float32) / 255.0
             top, left = 0, 0
@@ -226,8 +214,10 @@ def _masked_view(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
 PRECISIONS = ("float32", "bfloat16")
 
 
-def build_generator(model_name: str, options: dict, precision: str = "float32"):
-    """Builds a generator by name and creates its weights with one small forward pass.
+def build_generator(model_name, options: dict, precision: str = "float32"):
+    """Builds the generator of ``model_name`` (a name, an alias or a ``"module:attribute"`` spec path; see
+    ``tfinpaint.models.get``) with its variables, from config ``options`` and load-time options (such as
+    ``tile_pixels``) mixed in one dict.
 
     precision "bfloat16" computes in bfloat16 (``mixed_bfloat16`` policy; variables stay float32, so the same
     checkpoints restore): lower peak memory on CPUs with bf16 support (DeepFill at 1024 x 1024: 1103 MB instead of
@@ -238,24 +228,27 @@ def build_generator(model_name: str, options: dict, precision: str = "float32"):
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    spec = models.get(model_name)
+    config_options, load_options = registry.split_options(spec, options)
+    model_config = spec.make_config(**config_options)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     try:
-        bundle = registry.create(model_name, **options)
-        factor = registry.size_factor(model_name, **options)
-        side = max(factor, 32)
-        bundle.generator(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]), training=False)
+        generator = spec.build_generator(model_config)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    return bundle.generator
+    generator.set_load_options(**load_options)
+    return generator
 
 
 def load(ckpt_dir, model: Optional[str] = None, max_pixels: Optional[int] = None,
          mask_polarity: str = "hole", precision: str = "float32", **options) -> Inpainter:
-    """Loads a reusable ``Inpainter`` from a training checkpoint folder.
+    """Loads a reusable ``Inpainter`` from a checkpoint folder.
 
-    The model type and its build options are read from the folder's ``model.json``; ``model`` (and extra
-    build ``options``) override them. ``precision``: "float32" or "bfloat16" (see ``build_generator``).
+    The model type and its config are read from the folder's ``model.json``; ``model`` (and extra config
+    ``options``) override them. Load-time options such as ``tile_pixels`` or ``attention_memory_budget_mb``
+    go to the generator (a ``model.json`` of an older release that still stores them is read the same way).
+    ``precision``: "float32" or "bfloat16" (see ``build_generator``).
     """
     config = {}
     if model is None or not options:
@@ -267,10 +260,10 @@ def load(ckpt_dir, model: Optional[str] = None, max_pixels: Optional[int] = None
     name = model or config["model"]
     build_options = dict(config.get("options", {})) if (model is None or model == config.get("model")) else {}
     build_options.update(options)
-    build_options.pop("vgg_weights", None)  # only the training losses need VGG
     generator = build_generator(name, build_options, precision)
     restore_generator(generator, ckpt_dir)
-    return Inpainter(generator, name, build_options, max_pixels=max_pixels, mask_polarity=mask_polarity)
+    return Inpainter(generator, name, generator.config.to_options(), max_pixels=max_pixels,
+                     mask_polarity=mask_polarity)
 
 
 def inpaint(image, mask, model=None, mask_polarity: Optional[str] = None, return_steps: bool = False, **kwargs):

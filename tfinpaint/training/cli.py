@@ -95,18 +95,15 @@ def parse_model_options(text) -> dict:
 
 
 def _build_function(model: str):
-    """(build function, size_factor function or None) of a registry name or a 'module:function' path."""
+    """(build function, the model's ``ModelSpec`` or None for a custom build function) of a model name or a
+    'module:attribute' path."""
     from tfinpaint.training.trainer import resolve_model
 
     build = resolve_model(model)[1]
-    if ":" in model:
-        return build, None
-    from tfinpaint.models import registry
-
-    return build, registry._module(model).size_factor
+    return build, getattr(build, "spec", None)
 
 
-def _resolve_sizes(build, size_factor, options: dict) -> tuple:
+def _resolve_sizes(build, spec, options: dict) -> tuple:
     """(batch size, image size) from the flags, None meaning the recipe's; CPU-friendly defaults without a GPU."""
     import tensorflow as tf
 
@@ -115,10 +112,10 @@ def _resolve_sizes(build, size_factor, options: dict) -> tuple:
         return batch_size, image_size
     if batch_size is None:
         batch_size = CPU_BATCH_SIZE
-    parameter = inspect.signature(build).parameters.get("image_size")
-    if image_size is None and parameter is not None and size_factor is not None:
-        factor = int(size_factor(**{k: v for k, v in options.items() if k != "vgg_weights"}))
-        model_size = parameter.default if isinstance(parameter.default, int) else CPU_IMAGE_SIZE
+    if image_size is None and spec is not None:
+        config = spec.make_config(**options)
+        factor = int(config.size_factor)
+        model_size = int(getattr(config, "image_size", CPU_IMAGE_SIZE))
         image_size = max(factor, min(model_size, CPU_IMAGE_SIZE) // factor * factor)
     print(f"no GPU found: batch size {batch_size}, {image_size or 'default'} crops "
           "(set --batch_size / --img_size to change)")
@@ -158,8 +155,8 @@ def _train() -> None:
     from tfinpaint import data
 
     model = _value("model") or DEFAULT_MODEL
-    build, size_factor = _build_function(model)
-    parameters = inspect.signature(build).parameters
+    build, spec = _build_function(model)
+    parameters = spec.config_class.option_names() if spec is not None else inspect.signature(build).parameters
     options = parse_model_options(_value("model_options"))
     for name in ("cnum", "dnum", "vgg_weights"):
         if _value(name) is not None:
@@ -167,7 +164,7 @@ def _train() -> None:
                 print(f"warning: model {model} has no option {name!r}; --{name} ignored", file=sys.stderr)
                 continue
             options[name] = _value(name)
-    batch_size, image_size = _resolve_sizes(build, size_factor, options)
+    batch_size, image_size = _resolve_sizes(build, spec, options)
 
     flist = _value("__flist__")
     paths = data.list_images(flist) if flist else data.sample_images()

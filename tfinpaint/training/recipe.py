@@ -65,7 +65,7 @@ class Recipe:
     g_optimizer / d_optimizer: Keras optimizer configs such as
         ``{"class_name": "Adam", "learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.9}``
         (built with ``tfinpaint.training.recipe.make_optimizer``). ``d_optimizer`` is ``None`` without discriminator.
-    image_size: default training crop size (square side); ``size_factor``: sides must be a multiple of it.
+    image_size: default training crop size (square side); the generator's ``size_factor`` constrains it.
     override_aliases: user override keys that the loss functions map onto their own weights (GLCIC reads
         ``--__lambda_l1__`` as the weight of its masked MSE), so the trainer does not call them unknown.
     """
@@ -77,7 +77,6 @@ class Recipe:
     d_optimizer: Optional[dict]
     phases: list
     image_size: int = 256
-    size_factor: int = 8
     batch_size: int = 16
     override_aliases: tuple = ()
 
