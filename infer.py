@@ -2,10 +2,10 @@
 
     python infer.py --__gpath__ CKPT_DIR --__flist__ IMAGES [--__mlist__ MASKS] [--out DIR]
 """
-import os
+from tfinpaint.startup import quiet_tensorflow_start_up
 
-# Keep TensorFlow's start-up INFO banners (oneDNN, CUDA probing) out of the output; warnings still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# Before TensorFlow is imported: its start-up lines (CUDA probing, oneDNN, CPU notice) stay out of the output.
+quiet_tensorflow_start_up()
 
 from absl import app  # noqa: E402
 

@@ -4,10 +4,10 @@
     python train.py --__lambda_l1__ 1.0
     python train.py --__gen_masks__ true --__mask_type__ bbox
 """
-import os
+from tfinpaint.startup import quiet_tensorflow_start_up
 
-# Keep TensorFlow's start-up INFO banners (oneDNN, CUDA probing) out of the output; warnings still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# Before TensorFlow is imported: its start-up lines (CUDA probing, oneDNN, CPU notice) stay out of the output.
+quiet_tensorflow_start_up()
 
 from absl import app  # noqa: E402
 

@@ -1,7 +1,8 @@
-"""AttentionTransfer (HiFill ATM) and aggregate_residual (CRA) against NumPy references (spec §5.6, §5.7)."""
+"""AttentionTransfer (HiFill ATM) and aggregate_residual (CRA) against NumPy references
+(docs/architectures.md §5.6, §5.7)."""
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from tfinpaint.layers.attention_transfer import AttentionTransfer, aggregate_residual

@@ -1,7 +1,7 @@
-"""ContextualAttention against a NumPy reference written from the spec (architectures.md §1.4, §5.5, §6.3)."""
+"""ContextualAttention against a NumPy reference written from the spec (docs/architectures.md §1.4, §5.5, §6.3)."""
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 from tfinpaint.layers.contextual_attention import ContextualAttention, flow_to_rgb
@@ -242,6 +242,11 @@ def _chunking_inputs():
     return f, b, mask
 
 
+def _three_input_call(layer):
+    """``layer`` as a function of (features, background, mask), the signature tf.function traces."""
+    return lambda f_, b_, m_: layer([f_, b_, m_])
+
+
 @pytest.mark.parametrize("mode", ["deepfill", "hifill"])
 def test_chunked_equals_unchunked_in_graph_mode_with_dynamic_shapes(mode):
     f, b, mask = _chunking_inputs()
@@ -253,10 +258,9 @@ def test_chunked_equals_unchunked_in_graph_mode_with_dynamic_shapes(mode):
     # (tracing is the slow part), eager for the rest.
     for chunk in (None, 1, 4, 6, 9, 13, 20, 34):
         layer = ContextualAttention(mode=mode, query_chunk_size=chunk, return_flow=True, return_attention=True)
+        run = _three_input_call(layer)
         if chunk in (None, 6, 13):
-            run = tf.function(lambda f_, b_, m_: layer([f_, b_, m_]), input_signature=[spec, spec, mask_spec])
-        else:
-            run = lambda f_, b_, m_: layer([f_, b_, m_])  # noqa: E731
+            run = tf.function(run, input_signature=[spec, spec, mask_spec])
         y, flow, attention = (t.numpy() for t in run(f, b, mask))
         np.testing.assert_allclose(y, y_ref, atol=1e-5)
         np.testing.assert_allclose(attention, attention_ref, atol=1e-5)

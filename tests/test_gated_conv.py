@@ -1,4 +1,5 @@
-"""GatedConv2D / GatedUpsample2D against NumPy references written from the gating formulas (spec §2.1, §5.1)."""
+"""GatedConv2D / GatedUpsample2D against NumPy references written from the gating formulas
+(docs/architectures.md §2.1, §5.1)."""
 import keras
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def randomise_weights(layer, seed=0, scale=0.3):
 
 
 def numpy_gated_conv(layer, x, activation, strides, dilation, padding="SAME"):
-    """out = act(F) * sigmoid(G) from the layer's weights, following the spec's definition of each gate type."""
+    """out = act(F) * sigmoid(G) from the layer's weights, for each gate type of docs/architectures.md §2.1, §5.1."""
     act = NUMPY_ACTIVATIONS[activation]
     if layer.gate_type == "full":
         kernel, bias = (w.numpy() for w in layer.conv.weights)
@@ -101,16 +102,16 @@ def test_tf1_bilinear_reference_differs_from_tf2_half_pixel_resize():
 @pytest.mark.parametrize(
     "layer_kwargs,in_channels,expected_params",
     [
-        # DeepFill v2 (spec §2.2): filters = channels after gating, raw = 2 * filters.
+        # DeepFill v2 (docs/architectures.md §2.2): filters = channels after gating, raw = 2 * filters.
         (dict(cls=GatedConv2D, filters=24, kernel_size=5), 5, 6_048),  # conv1
         (dict(cls=GatedConv2D, filters=48, kernel_size=3, strides=2), 24, 20_832),  # conv2_downsample
         (dict(cls=GatedConv2D, filters=96, kernel_size=3, dilation_rate=16), 96, 166_080),  # conv10_atrous
         (dict(cls=GatedUpsample2D, filters=48), 96, 83_040),  # conv13_upsample
-        # HiFill coarse, LWGC_sc (spec §5.3).
+        # HiFill coarse, LWGC_sc (docs/architectures.md §5.3).
         (dict(cls=GatedConv2D, filters=32, kernel_size=5, strides=2, gate_type="single_channel"), 4, 3_333),
         (dict(cls=GatedConv2D, filters=32, kernel_size=3, gate_type="single_channel"), 32, 9_537),
         (dict(cls=GatedUpsample2D, filters=3, interpolation="bilinear", gate_type="single_channel"), 32, 1_156),
-        # HiFill refine, pointwise gate (spec §5.4).
+        # HiFill refine, pointwise gate (docs/architectures.md §5.4).
         (dict(cls=GatedConv2D, filters=32, kernel_size=3, strides=2, gate_type="pointwise"), 4, 1_344),
         (dict(cls=GatedConv2D, filters=128, kernel_size=3, gate_type="pointwise"), 256, 327_936),  # att3
         (dict(cls=GatedUpsample2D, filters=3, interpolation="bilinear", gate_type="pointwise"), 64, 1_926),

@@ -127,13 +127,22 @@ def test_mask_of_another_size_is_resized_with_warning(inpainter):
     np.testing.assert_array_equal(result[hole == 0], image[hole == 0])
 
 
-def test_pair_masks_by_stem_order_or_single():
+def test_pair_masks_by_stem_order_only_when_asked_or_single():
     images = ["a/x.png", "a/y.jpg"]
     assert cli.pair_masks(images, ["m/y.png", "m/x.png"]) == ["m/x.png", "m/y.png"]
-    assert cli.pair_masks(images, ["m/1.png", "m/2.png"]) == ["m/1.png", "m/2.png"]
     assert cli.pair_masks(images, ["m/only.png"]) == ["m/only.png", "m/only.png"]
-    with pytest.raises(ValueError, match="cannot pair"):
-        cli.pair_masks(images, ["1.png", "2.png", "3.png"])
+    assert cli.pair_masks(images, ["m/y.png"]) == [None, "m/y.png"]  # a folder holding y's mask alone
+    # No stem matches: order is used only when asked for, and only with equal counts.
+    with pytest.raises(ValueError, match="--pair_by_order"):
+        cli.pair_masks(images, ["m/1.png", "m/2.png"])
+    assert cli.pair_masks(images, ["m/1.png", "m/2.png"], by_order=True) == ["m/1.png", "m/2.png"]
+    with pytest.raises(ValueError, match="as many masks as images"):
+        cli.pair_masks(images, ["1.png", "2.png", "3.png"], by_order=True)
+    # Some stems match: the others have no mask (never another image's), whatever by_order says.
+    assert cli.pair_masks(["a.png", "b.png", "c.png"], ["a.png", "c.png", "d.png"], by_order=True) == \
+        ["a.png", None, "c.png"]
+    with pytest.raises(ValueError, match="ambiguous"):
+        cli.pair_masks(images, ["m1/x.png", "m2/x.jpg"])
 
 
 def _write_inputs(folder):
@@ -313,3 +322,173 @@ def test_cli_generated_masks_ignore_the_file_polarity(tmp_path, checkpoint):
     hole = masks.indexed_mask("bbox", 40, 48, 3, 0)
     written = imageio.read_image(os.path.join(out, "a.png"))
     np.testing.assert_array_equal(written[hole == 0], image[hole == 0])
+
+
+# --- Files as users give them: pairing, formats, orientation, outputs next to inputs (issue 11 items 2-4, 10).
+
+START_UP_NOISE = ("cuInit", "oneDNN", "absl::InitializeLog", "cpu_feature_guard", "remapper failed")
+
+
+def _distinct_masks(shape, count):
+    """``count`` masks with holes in different places, so a mask paired with the wrong image shows."""
+    holes = []
+    for index in range(count):
+        hole = np.zeros(shape, np.float32)
+        top = 2 + 6 * index
+        hole[top: top + 5, 3 + 4 * index: 12 + 4 * index] = 1
+        holes.append(hole)
+    return holes
+
+
+def test_infer_py_pairs_masks_by_stem_and_skips_an_image_without_one(tmp_path, checkpoint, inpainter):
+    """Images a, b, c with masks a, c, d: a and c get their own masks, b is reported and skipped, exit code 1.
+    (The sorted-order fallback used to give b the mask c and c the mask d.)"""
+    inputs, mask_dir, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    inputs.mkdir()
+    mask_dir.mkdir()
+    images = {}
+    for index, name in enumerate("abc"):
+        images[name], _ = random_case(30, 36, seed=10 + index)
+        imageio.write_image(inputs / f"{name}.png", images[name])
+    holes = dict(zip("acd", _distinct_masks((30, 36), 3)))
+    for name, hole in holes.items():
+        masks.write_mask(str(mask_dir / f"{name}.png"), hole)
+    command = [sys.executable, os.path.join(REPO, "infer.py"), "--__gpath__", checkpoint, "--__flist__",
+               str(inputs), "--__mlist__", str(mask_dir), "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["a.png", "c.png"]
+    skipped = [line for line in result.stdout.splitlines() if "skipped" in line and "done" not in line]
+    assert len(skipped) == 1 and "b.png" in skipped[0] and "no mask" in skipped[0]
+    for name in "ac":
+        written = imageio.read_image(out / f"{name}.png")
+        np.testing.assert_array_equal(written, inpainter(images[name], holes[name]))
+    # TensorFlow's start-up lines stay out of the command's output (item 10).
+    assert not [word for word in START_UP_NOISE if word in result.stderr], result.stderr[-2000:]
+
+
+def test_pair_by_order_is_used_only_when_asked(tmp_path, checkpoint):
+    inputs, mask_dir = tmp_path / "in", tmp_path / "masks"
+    inputs.mkdir()
+    mask_dir.mkdir()
+    for index, name in enumerate("ab"):
+        imageio.write_image(inputs / f"{name}.png", random_case(20, 20, seed=index)[0])
+        masks.write_mask(str(mask_dir / f"mask{index}.png"), _distinct_masks((20, 20), 2)[index])
+    with pytest.raises(ValueError, match="--pair_by_order"):
+        cli.run(checkpoint, str(inputs), str(tmp_path / "out"), mlist=str(mask_dir))
+    counts = cli.run(checkpoint, str(inputs), str(tmp_path / "out"), mlist=str(mask_dir), pair_by_order=True)
+    assert counts == {"written": 2, "skipped": 0, "kept": 0}
+
+
+def _jpeg_with_orientation(bgr, orientation):
+    from tests.test_imageio import jpeg_with_exif, tiff_with_orientation
+
+    return jpeg_with_exif(bgr, tiff_with_orientation(orientation))
+
+
+def test_tfinpaint_infer_keeps_depth_alpha_exif_and_the_umask(tmp_path, checkpoint, inpainter):
+    """Through the console command: a 16-bit RGBA PNG comes back 16-bit RGBA with known pixels exact at 16 bits
+    and hole pixels = prediction * 257; a JPEG's EXIF block is kept; files get 0666 minus the umask."""
+    from tests.test_imageio import tiff_with_orientation
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    rng = np.random.default_rng(3)
+    deep = rng.integers(0, 65536, (26, 34, 4), dtype=np.uint16)  # BGRA
+    cv2.imwrite(str(inputs / "deep.png"), deep)
+    photo = rng.integers(0, 256, (26, 34, 3), dtype=np.uint8)
+    (inputs / "photo.jpg").write_bytes(_jpeg_with_orientation(photo, 1))
+    hole = _distinct_masks((26, 34), 1)[0]
+    mask_path = str(tmp_path / "hole.png")
+    masks.write_mask(mask_path, hole)
+    command = [sys.executable, "-m", "tfinpaint", "infer", "--__gpath__", checkpoint, "--__flist__", str(inputs),
+               "--__mlist__", mask_path, "--out", str(out), "--jpeg_quality", "90"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300,
+                            preexec_fn=lambda: os.umask(0o022))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not [word for word in START_UP_NOISE if word in result.stderr], result.stderr[-2000:]
+
+    written = cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert written.dtype == np.uint16 and written.shape == deep.shape
+    np.testing.assert_array_equal(written[hole == 0], deep[hole == 0])
+    np.testing.assert_array_equal(written[:, :, 3], deep[:, :, 3])
+    as_8_bit = imageio.read_image(inputs / "deep.png")
+    prediction = inpainter(as_8_bit, hole).astype(np.uint16) * 257
+    np.testing.assert_array_equal(written[:, :, 2::-1][hole == 1], prediction[hole == 1])
+
+    data = (out / "photo.jpg").read_bytes()
+    assert imageio.exif_block(data) == tiff_with_orientation(1)
+    for name in ("deep.png", "photo.jpg"):
+        assert os.stat(out / name).st_mode & 0o777 == 0o644
+
+
+def test_out_format_png_keeps_known_pixels_of_a_jpeg_exact_and_jpg_re_encodes(tmp_path, checkpoint):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image, hole = random_case(32, 40, seed=7)
+    cv2.imwrite(str(inputs / "photo.jpg"), image[:, :, ::-1])
+    masks.write_mask(str(tmp_path / "photo.png"), hole)
+    decoded = imageio.read_image(inputs / "photo.jpg")
+    for out_format in ("png", "jpg"):
+        out = tmp_path / out_format
+        cli.run(checkpoint, str(inputs), str(out), mlist=str(tmp_path / "photo.png"), out_format=out_format,
+                jpeg_quality=75)
+        assert os.listdir(out) == [f"photo.{out_format}"]
+        written = imageio.read_image(out / f"photo.{out_format}")
+        exact = np.mean(np.all(written[hole == 0] == decoded[hole == 0], axis=1))
+        if out_format == "png":
+            assert exact == 1.0
+        else:  # JPEG re-encodes the known pixels too (what the README says)
+            assert exact < 1.0
+
+
+def test_exif_orientation_6_photo_with_a_mask_drawn_as_displayed(tmp_path, checkpoint, inpainter):
+    """A phone photo stored sideways (orientation 6) and a mask drawn on it as viewers show it: the hole lands
+    where the mask says and the displayed image's known pixels are kept; the output is written upright."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    rows, cols = np.mgrid[0:28, 0:44]
+    stored = np.stack([rows * 9, cols * 5, (rows + cols) * 3], axis=2).astype(np.uint8)  # smooth: JPEG keeps it
+    data = _jpeg_with_orientation(stored[:, :, ::-1].copy(), 6)
+    (inputs / "phone.jpg").write_bytes(data)
+    displayed = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]  # OpenCV's view
+    assert displayed.shape[:2] == (44, 28)
+    hole = np.zeros((44, 28), np.float32)
+    hole[4:14, 6:20] = 1  # near the displayed top
+    masks.write_mask(str(tmp_path / "phone.png"), hole)
+    counts = cli.run(checkpoint, str(inputs), str(out), mlist=str(tmp_path / "phone.png"), out_format="png")
+    assert counts == {"written": 1, "skipped": 0, "kept": 0}
+    written = imageio.read_image(out / "phone.png")
+    assert written.shape == displayed.shape
+    np.testing.assert_array_equal(written[hole == 0], displayed[hole == 0])
+    np.testing.assert_array_equal(written, inpainter(displayed, hole))
+
+
+def test_infer_py_refuses_to_write_over_its_inputs(tmp_path, checkpoint):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image, hole = random_case(20, 24)
+    imageio.write_image(inputs / "a.png", image)
+    before = (inputs / "a.png").read_bytes()
+    command = [sys.executable, os.path.join(REPO, "infer.py"), "--__gpath__", checkpoint, "--__flist__",
+               str(inputs), "--__gen_masks__", "true", "--out", str(inputs), "--overwrite"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode != 0
+    error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and "would replace the input" in error_lines[0] and "a.png" in error_lines[0]
+    assert (inputs / "a.png").read_bytes() == before and os.listdir(inputs) == ["a.png"]
+    # Two inputs that would land on one output are refused too.
+    imageio.write_image(inputs / "a.jpg", image)
+    with pytest.raises(ValueError, match="both be written"):
+        cli.run(checkpoint, str(inputs), str(tmp_path / "out"), gen_masks=True, out_format="png")
+
+
+def test_api_rejects_float_images_outside_0_1_and_nan(inpainter):
+    image, hole = random_case(16, 20)
+    as_float = image.astype(np.float32) / 255.0
+    np.testing.assert_array_equal(inpainter(as_float, hole), inpainter(image, hole))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        inpainter(image.astype(np.float32), hole)  # 0..255 floats are not silently clipped to white
+    as_float[3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        tfinpaint.inpaint(as_float, hole, model=inpainter)

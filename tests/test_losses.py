@@ -1,5 +1,5 @@
 """Reconstruction and adversarial losses against NumPy references written from the papers' formulas and
-hand-computed cases (spec §1.6, §2.4, §3.3, §4.4, §5.9)."""
+hand-computed cases (docs/architectures.md §1.6, §2.4, §3.3, §4.4, §5.9)."""
 import subprocess
 import sys
 

@@ -277,6 +277,19 @@ def _assert_one_line_error(path, match):
     assert isinstance(info.value, ValueError)
 
 
+def test_mask_file_with_exif_orientation_is_read_as_displayed(tmp_path):
+    """A mask saved by a phone app sideways with orientation 6 reads upright, like the photo it was drawn on."""
+    from tests.test_imageio import jpeg_with_exif, tiff_with_orientation
+
+    stored = np.zeros((24, 40), np.uint8)
+    stored[2:8, 30:38] = 255  # near the stored top-right corner: the displayed bottom-right after 90 degrees
+    path = tmp_path / "mask.jpg"
+    path.write_bytes(jpeg_with_exif(cv2.cvtColor(stored, cv2.COLOR_GRAY2BGR), tiff_with_orientation(6), 100))
+    hole = masks.read_mask(path)
+    assert hole.shape == (40, 24)
+    np.testing.assert_array_equal(hole, np.rot90(stored, -1) > 127)  # rot90(-1): clockwise
+
+
 def test_truncated_corrupt_and_missing_files(tmp_path):
     mask = masks.generate("free_form", 64, 64, 0)
     good = tmp_path / "good.png"

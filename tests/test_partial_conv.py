@@ -1,8 +1,8 @@
 """PConv2D against a NumPy reference written from NVIDIA's partial-convolution formula."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from tfinpaint.layers.partial_conv import PConv2D
 

@@ -1,10 +1,10 @@
 """PConv VGG16 losses: the weights-loading path and every loss term against NumPy references (mask 1 = hole)."""
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from tests.numpy_reference import tv_over_dilated_hole
 from tfinpaint.losses import perceptual

@@ -1,4 +1,5 @@
-"""SpectralNorm with official DeepFill semantics (spec §2.5) against a NumPy power iteration and np.linalg.svd."""
+"""SpectralNorm with official DeepFill semantics (docs/architectures.md §2.5) against a NumPy power iteration and
+np.linalg.svd."""
 import keras
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def test_u_is_a_non_trainable_weight_with_unit_normal_init():
     assert [w.path for w in layer.trainable_weights] == [layer.layer.kernel.path, layer.layer.bias.path]
     # N(0, 1) (truncated at 2 std), not the N(0, 0.02) of the Keras / TFA wrapper.
     assert 0.5 < np.std(layer.u.numpy()) < 1.5
-    assert layer.count_params() == 6_464 + 64  # SN-PatchGAN conv1 (spec §2.3) plus its 64 `u` entries
+    assert layer.count_params() == 6_464 + 64  # SN-PatchGAN conv1 (docs/architectures.md §2.3) plus its 64 `u` entries
 
 
 def test_training_call_matches_numpy_and_updates_u():

@@ -5,7 +5,6 @@ Each sub-command lives in its own module exposing an absl ``main(argv)``; it is 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 COMMANDS = {
@@ -14,6 +13,7 @@ COMMANDS = {
     "infer": ("tfinpaint.inference.cli", "inpaint a folder of images (same flags as infer.py)"),
     "export": ("tfinpaint.export", "export a checkpoint as a SavedModel or TFLite model"),
     "eval": ("tfinpaint.evaluation.cli", "evaluate a checkpoint on a seeded mask set"),
+    "serve": ("tfinpaint.serve.cli", "a local web page to paint a mask and inpaint, with an HTTP API"),
 }
 
 
@@ -32,8 +32,10 @@ def main(argv=None) -> None:
     if command not in COMMANDS:
         print(f"tfinpaint: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
-    # Keep TensorFlow's start-up INFO banners (oneDNN, CUDA probing) out of the output; warnings still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    # Before TensorFlow is imported: its start-up lines (CUDA probing, oneDNN, CPU notice) stay out of the output.
+    from tfinpaint.startup import quiet_tensorflow_start_up
+
+    quiet_tensorflow_start_up()
     from absl import app
 
     module = importlib.import_module(COMMANDS[command][0])

@@ -1,5 +1,5 @@
-"""HiFill / CRA attention transfer (Yi et al. 2020, spec §5.6 and §5.7): reuse the attention matrix computed once on
-the 1/rate matching grid to move content of other feature maps or of the full-resolution residual.
+"""HiFill / CRA attention transfer (Yi et al. 2020, docs/architectures.md §5.6 and §5.7): reuse the attention matrix
+computed once on the 1/rate matching grid to move content of other feature maps or of the full-resolution residual.
 
 ``attention`` is [B, N, N] with N = Hq * Wq cells in raster order (rows = query cells, columns = source cells), as
 returned by ``ContextualAttention(..., return_attention=True)``. A feature map of H x W is split into cells of

@@ -1,7 +1,7 @@
 """Contextual attention (DeepFill v1/v2, Yu et al. 2018/2019) and HiFill's attention computing module (Yi et al.
 2020), with a bounded-memory path for high resolutions.
 
-Algorithm for one sample (spec §1.4; HiFill differences in brackets, spec §5.5 / §6.3), mask 1 = hole:
+Algorithm for one sample (docs/architectures.md §1.4; HiFill differences in brackets, §5.5 / §6.3), mask 1 = hole:
 
 1. Downscale f and b by ``rate`` to the matching grid Hq x Wq (nearest with align_corners=True, as DeepFill's
    ``resize``) [strided: keep even rows / columns].
@@ -18,7 +18,7 @@ Algorithm for one sample (spec §1.4; HiFill differences in brackets, spec §5.5
    full-resolution b at stride rate [(2*rate - 1) x (2*rate - 1)], overlap-added like conv2d_transpose (SAME),
    then divided by 4 [no division].
 
-Deliberate deviations from the official code (decisions.md): masks are per sample (official: the first sample's
+Deliberate deviations from the official code (docs/decisions.md): masks are per sample (official: the first sample's
 mask for the whole batch), and the score matrix is processed in chunks of query cells when it would exceed the
 memory budget. Chunking gives the same numbers as the one-shot computation: each chunk computes the raw scores of
 the few extra query rows the fuse needs (its raster and column-major neighbours, including the wrap-around ones),

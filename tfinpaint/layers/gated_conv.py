@@ -1,6 +1,6 @@
 """Gated convolutions: DeepFill v2 `gen_conv` / `gen_deconv` and HiFill's light-weight gated convolutions.
 
-Spec: architectures.md §2.1 (DeepFill v2), §5.1 (HiFill LWGC), §7.18 (HiFill refine gate), §0.3 (resizes).
+See docs/architectures.md §2.1 (DeepFill v2), §5.1 (HiFill LWGC), §7.18 (HiFill refine gate), §0.3 (resizes).
 All layers are NHWC and use TF "SAME" padding by default, like the official TF1 code.
 """
 import keras

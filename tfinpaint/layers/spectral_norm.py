@@ -1,6 +1,6 @@
 """Spectral normalisation with the official DeepFill v2 semantics (neuralgym `kernel_spectral_norm`).
 
-Spec: architectures.md §2.5, §7.9; decisions.md "SpectralNorm". Unlike `keras.layers.SpectralNormalization`
+See docs/architectures.md §2.5, §7.9; docs/decisions.md "SpectralNorm". Unlike `keras.layers.SpectralNormalization`
 (and the old TFA wrapper), the raw kernel variable is never overwritten: the wrapped layer runs with
 K / sigma computed on the fly, gradients flow through sigma, and `u` starts from N(0, 1), not N(0, 0.02).
 """

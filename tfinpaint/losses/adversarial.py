@@ -49,7 +49,7 @@ def _accepts_training(critic):
 
 
 def gradient_penalty(critic, real, fake, mask=None, training=True, eps=None):
-    """WGAN-GP penalty ``mean((||grad_x D(x_hat) * mask||_2 - 1) ** 2)`` (spec §1.6 / §5.9).
+    """WGAN-GP penalty ``mean((||grad_x D(x_hat) * mask||_2 - 1) ** 2)`` (docs/architectures.md §1.6 / §5.9).
 
     ``x_hat = real + eps * (fake - real)`` with ``eps ~ U[0, 1]`` drawn per sample (shape ``[B, 1, 1, 1]``)
     unless ``eps`` is given (any shape broadcasting against ``real``, e.g. for tests). The gradient is that of
@@ -111,12 +111,14 @@ def gradient_penalty(critic, real, fake, mask=None, training=True, eps=None):
 
 
 def hinge_generator_loss(d_fake):
-    """SN-PatchGAN generator loss ``-mean(D(fake))`` over all output positions and the batch (spec §2.4)."""
+    """SN-PatchGAN generator loss ``-mean(D(fake))`` over all output positions and the batch
+    (docs/architectures.md §2.4)."""
     return -tf.reduce_mean(_scores(d_fake, "hinge_generator_loss", "d_fake"))
 
 
 def hinge_discriminator_loss(d_real, d_fake):
-    """Official SN-PatchGAN: ``0.5 * mean(relu(1 - D(real))) + 0.5 * mean(relu(1 + D(fake)))`` (spec §2.4)."""
+    """Official SN-PatchGAN: ``0.5 * mean(relu(1 - D(real))) + 0.5 * mean(relu(1 + D(fake)))``
+    (docs/architectures.md §2.4)."""
     d_real = _scores(d_real, "hinge_discriminator_loss", "d_real")
     d_fake = _scores(d_fake, "hinge_discriminator_loss", "d_fake")
     return 0.5 * tf.reduce_mean(tf.nn.relu(1.0 - d_real)) + 0.5 * tf.reduce_mean(tf.nn.relu(1.0 + d_fake))
@@ -131,8 +133,8 @@ def bce_generator_loss(fake_logits):
 
 
 def bce_discriminator_loss(real_logits, fake_logits):
-    """GLCIC discriminator loss ``mean(BCE(real, 1)) + mean(BCE(fake, 0))`` on logits (spec §4.4; the paper's
-    alpha and GLCIC-PyTorch's 1/2 are the recipe's weights, not part of this function)."""
+    """GLCIC discriminator loss ``mean(BCE(real, 1)) + mean(BCE(fake, 0))`` on logits (docs/architectures.md §4.4;
+    the paper's alpha and GLCIC-PyTorch's 1/2 are the recipe's weights, not part of this function)."""
     real_logits = _scores(real_logits, "bce_discriminator_loss", "real_logits")
     fake_logits = _scores(fake_logits, "bce_discriminator_loss", "fake_logits")
     real_term = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(real_logits), logits=real_logits)

@@ -1,4 +1,4 @@
-"""VGG16 feature losses of Partial Convolutions (Liu et al., ECCV 2018; spec §3.3).
+"""VGG16 feature losses of Partial Convolutions (Liu et al., ECCV 2018; docs/architectures.md §3.3).
 
 Masks are the library's convention: 1 = hole, 0 = known. Images are RGB in [0, 1].
 

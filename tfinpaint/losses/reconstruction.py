@@ -65,7 +65,7 @@ def _weighted_mean(values, weight, function, argument):
 def l1(x, y, weight=None):
     """Mean of ``|x - y| * weight`` over all elements (``weight`` broadcasts; ``None`` means plain L1).
 
-    DeepFill v2's reconstruction loss is ``l1(x, y)`` on the whole image (spec §2.4).
+    DeepFill v2's reconstruction loss is ``l1(x, y)`` on the whole image (docs/architectures.md §2.4).
     """
     difference = _abs_difference(x, y, "l1")
     if weight is None:
@@ -77,8 +77,8 @@ def masked_l1(x, y, mask):
     """``(hole_l1, valid_l1)``: ``mean(|x - y| * mask)`` and ``mean(|x - y| * (1 - mask))``.
 
     Both are normalised by the count of ALL elements, not by the region size (PConv's L_hole / L_valid,
-    spec §3.3, and HiFill's un-normalised hole L1, §5.9). Callers that want the region mean (DeepFill v1 /
-    HiFill "ae" loss) divide ``valid_l1`` by ``mean(1 - mask)`` themselves.
+    docs/architectures.md §3.3, and HiFill's un-normalised hole L1, §5.9). Callers that want the region mean
+    (DeepFill v1 / HiFill "ae" loss) divide ``valid_l1`` by ``mean(1 - mask)`` themselves.
     """
     difference = _abs_difference(x, y, "masked_l1")
     mask = as_float32(mask, "masked_l1", "mask")
@@ -91,14 +91,14 @@ def spatial_discount(mask, gamma=0.9):
 
     ``1`` on known pixels and ``gamma ** d`` on hole pixels, where ``d >= 1`` is the Chebyshev (chessboard)
     distance to the nearest known pixel of the same sample: the paper's definition ("distance to the nearest
-    known pixel"), which works for any mask shape (decisions.md). Pixels outside the image are NOT known, so a
+    known pixel"), which works for any mask shape (docs/decisions.md). Pixels outside the image are NOT known, so a
     hole touching the image border is not discounted towards that border.
 
     A sample without any known pixel (all hole) falls back to treating the ring just outside the image as
     known, i.e. ``d = min(i + 1, H - i, j + 1, W - j)`` for row ``i``, column ``j``.
 
-    Relation to the official v1 code (spec §1.6), which ignores the mask and discounts by the distance to the
-    border of the 128x128 local crop: ``D_official[i, j] = gamma ** min(i, H - i, j, W - j)``. For a hole
+    Relation to the official v1 code (docs/architectures.md §1.6), which ignores the mask and discounts by the distance
+    to the border of the 128x128 local crop: ``D_official[i, j] = gamma ** min(i, H - i, j, W - j)``. For a hole
     that fills the whole crop (no known pixel inside it) this function returns
     ``gamma ** min(i + 1, H - i, j + 1, W - j)``: the exponents are equal wherever the minimum comes from the
     bottom / right terms (``H - i``, ``W - j``) and ours is larger by exactly one where only the top / left
@@ -143,7 +143,7 @@ def discounted_l1(x, y, mask, gamma=0.9):
     """``mean(|x - y| * spatial_discount(mask, gamma))`` over all elements.
 
     Known pixels carry weight 1, like the near-border pixels of the official 128x128 crop; DeepFill v1
-    applies it to the local patch (spec §1.6).
+    applies it to the local patch (docs/architectures.md §1.6).
     """
     difference = _abs_difference(x, y, "discounted_l1")
     mask = as_float32(mask, "discounted_l1", "mask")
@@ -153,7 +153,7 @@ def discounted_l1(x, y, mask, gamma=0.9):
 
 def masked_mse(x, y, mask):
     """GLCIC's weighted MSE: ``mean(((x - y) * mask) ** 2)`` over all elements (hole pixels only count;
-    normalised by the count of all elements like GLCIC-PyTorch, spec §4.4)."""
+    normalised by the count of all elements like GLCIC-PyTorch, docs/architectures.md §4.4)."""
     x = as_float32(x, "masked_mse", "x")
     y = as_float32(y, "masked_mse", "y")
     mask = as_float32(mask, "masked_mse", "mask")
@@ -164,8 +164,8 @@ def masked_mse(x, y, mask):
 
 
 def total_variation_hole(image, mask):
-    """PConv's L_tv (paper eq. 6, spec §3.3, decisions.md): the total variation of ``image`` (normally
-    I_comp) restricted to the region P = the hole dilated by one pixel (3x3).
+    """PConv's L_tv (paper eq. 6, docs/architectures.md §3.3, docs/decisions.md): the total variation of ``image``
+    (normally I_comp) restricted to the region P = the hole dilated by one pixel (3x3).
 
     Sums ``|I[i, j+1] - I[i, j]|`` over horizontally adjacent pairs and ``|I[i+1, j] - I[i, j]|`` over
     vertically adjacent pairs whose BOTH pixels lie in P, and divides by N_{I_comp} = B*H*W*C (the element

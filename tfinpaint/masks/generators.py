@@ -3,16 +3,17 @@
 Every generator takes ``rng``: a ``np.random.Generator`` (consumed in place) or an int seed (a fresh
 ``np.random.default_rng(seed)``), so the same seed always gives the same mask.
 
-- ``free_form``: DeepFill v2 brush strokes (spec §2.7) with the official bugs fixed.
-- ``bbox``: DeepFill v1/v2 random box with margins and random shrink (spec §1.8).
+- ``free_form``: DeepFill v2 brush strokes (docs/architectures.md §2.7) with the official bugs fixed.
+- ``bbox``: DeepFill v1/v2 random box with margins and random shrink (docs/architectures.md §1.8).
 - ``single_bbox``: one rectangle of a fixed size, centred or at a random position.
-- ``irregular``: Partial Convolutions (PConv-Keras) random lines, circles and elliptical arcs (spec §3.5).
+- ``irregular``: Partial Convolutions (PConv-Keras) random lines, circles and elliptical arcs
+  (docs/architectures.md §3.5).
 - ``mixed``: union of ``bbox`` and ``free_form``, the DeepFill v2 training mask.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -57,14 +58,14 @@ def free_form_mask(
     width_reference: int | None = 256,
     flip: bool = True,
 ) -> np.ndarray:
-    """DeepFill v2 brush-stroke mask (official constants, spec §2.7).
+    """DeepFill v2 brush-stroke mask (official constants, docs/architectures.md §2.7).
 
     Per stroke: ``num_vertex ~ U_int[min_num_vertex, max_num_vertex)``; turning angles alternate between
     ``2π - U(a_min, a_max)`` and ``U(a_min, a_max)`` with ``a_min/max = mean_angle ∓ U(0, angle_range)``;
     segment lengths ``clip(N(R, ⌊R/2⌋), 0, 2R)`` with ``R = sqrt(H² + W²) / 8``; brush width
     ``int(U(min_width, max_width))``; a polyline plus a filled disc at every vertex.
 
-    Differences from the official code, both bug fixes (decisions.md):
+    Differences from the official code, both bug fixes (docs/decisions.md):
     - the random left-right / top-bottom flips (50 % each) are applied; the official code discards them,
       which leaves every stroke drifting rightwards (cos of the mean turning angle is positive);
     - vertices are drawn in x ∈ [0, W), y ∈ [0, H); the official code swaps H and W there, which only
@@ -119,7 +120,7 @@ def bbox_mask(
     margin: tuple[int, int] = (0, 0),
     max_delta: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """DeepFill random box with random shrink (spec §1.8).
+    """DeepFill random box with random shrink (docs/architectures.md §1.8).
 
     ``box`` = (box_h, box_w), default (H//2, W//2) (128×128 at 256). ``margin`` = (vertical, horizontal).
     ``max_delta`` = (max_delta_h, max_delta_w), default box // 4 (32 at 256).
@@ -174,7 +175,8 @@ def single_bbox_mask(
 
 
 def irregular_mask(height: int, width: int, rng) -> np.ndarray:
-    """PConv-Keras ``MaskGenerator._generate_mask`` (spec §3.5): random lines, circles, elliptical arcs.
+    """PConv-Keras ``MaskGenerator._generate_mask`` (docs/architectures.md §3.5): random lines, circles, elliptical
+    arcs.
 
     All counts and sizes are inclusive integer ranges: 1..20 shapes of each kind, thickness and circle
     radius 3..size with ``size = int((H + W) * 0.03)``, ellipse axes up to (W, H), rotation and arc start /
@@ -205,7 +207,7 @@ def irregular_mask(height: int, width: int, rng) -> np.ndarray:
 
 
 def mixed_mask(height: int, width: int, rng) -> np.ndarray:
-    """DeepFill v2 training mask: the union of ``bbox_mask`` and ``free_form_mask`` (spec §2.7)."""
+    """DeepFill v2 training mask: the union of ``bbox_mask`` and ``free_form_mask`` (docs/architectures.md §2.7)."""
     rng = as_generator(rng)
     return np.maximum(bbox_mask(height, width, rng), free_form_mask(height, width, rng))
 

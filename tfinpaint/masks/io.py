@@ -7,6 +7,8 @@
 - Colour masks use the max over the colour channels. A mask whose colour channels are constant while its
   alpha channel varies (a shape painted on a transparent layer) uses the alpha channel: opaque = white.
 - ``size=(height, width)`` different from the file's size: nearest-neighbour resize and a warning.
+- Files are read upright, as viewers display them (EXIF orientation applied, like images in ``imageio``), so
+  a mask drawn on a displayed photo matches the photo as ``imageio.read_image`` returns it.
 """
 from __future__ import annotations
 
