@@ -38,10 +38,6 @@ def two_cpu_strategy():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running checks (TFLite conversion); deselect with -m 'not slow'")
-
-
 def _numpy(value):
     return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
 

@@ -67,7 +67,8 @@ def test_attention_never_uses_hole_cells(small):
 def test_network_never_sees_hole_pixels(small, checks):
     generator, _, _ = small
     batch = _batch()
-    checks.assert_hole_pixels_ignored(generator, batch["image"], batch["mask"], ("raw", "coarse", "attention"), fill=0.9)
+    checks.assert_hole_pixels_ignored(generator, batch["image"], batch["mask"], ("raw", "coarse", "attention"),
+                                      fill=0.9)
 
 
 def _well_scaled_kernels(model, seed=0):
@@ -108,7 +109,8 @@ def test_recipe_losses_match_numpy(checks):
     grads = tape.gradient(d_losses["total"], critic.trainable_variables)
     assert set(d_losses) == {"total", "wgan", "gp"}
     assert all(np.isfinite(v.numpy()) for v in d_losses.values())
-    checks.assert_gradients_reach(critic.trainable_variables, grads, must_be_nonzero=lambda v: v is not critic.dense.bias)
+    checks.assert_gradients_reach(critic.trainable_variables, grads,
+                                  must_be_nonzero=lambda v: v is not critic.dense.bias)
     # WGAN-GP is invariant to a constant offset of the critic: mean(fake) - mean(real) cancels it.
     bias_grad = next(grad for v, grad in zip(critic.trainable_variables, grads) if v is critic.dense.bias)
     np.testing.assert_array_equal(bias_grad.numpy(), 0.0)

@@ -1,9 +1,9 @@
 """DeepFill v1 (spec §1): the paper-specific parts (BGR option, critics, the recipe's losses against a NumPy
 reference); the generator contract is checked for every model in test_model_contract.py."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from tfinpaint import models
 from tfinpaint.models import deepfill_v1

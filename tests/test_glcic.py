@@ -1,9 +1,9 @@
 """GLCIC (spec §4): the paper-specific parts (stored mean, discriminator, recipe, post-process); the generator
 contract is checked for every model in test_model_contract.py."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from tfinpaint import models
 from tfinpaint.models import glcic

@@ -1,10 +1,10 @@
 """PConv U-Net: the paper-specific parts (parameter counts with and without the pre-BN biases, the linear output,
 frozen encoder batch norm, the training recipe); the generator contract is checked for every model in
 test_model_contract.py."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from tfinpaint import models as zoo
 from tfinpaint.losses.perceptual import DEFAULT_PCONV_WEIGHTS, load_vgg16_features, pconv_loss

@@ -24,9 +24,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from tfinpaint import imageio
+from tfinpaint import imageio, models
 from tfinpaint.checkpoints import read_model_config, restore_generator
-from tfinpaint import models
 from tfinpaint.models import registry
 
 

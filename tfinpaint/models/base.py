@@ -18,7 +18,7 @@ The generator contract (``InpaintingGenerator``):
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import keras
 import tensorflow as tf
@@ -46,7 +46,7 @@ class ModelConfig:
         return tuple(cls.PRESETS)
 
     @classmethod
-    def split_options(cls, options: Optional[dict]) -> tuple:
+    def split_options(cls, options: dict | None) -> tuple:
         """(config options, load-time options) of ``options``; a one-line error names any other key."""
         options = dict(options or {})
         unknown = sorted(set(options) - set(cls.option_names()) - set(cls.LOAD_OPTIONS))
@@ -58,7 +58,7 @@ class ModelConfig:
                 {key: value for key, value in options.items() if key in cls.LOAD_OPTIONS})
 
     @classmethod
-    def from_options(cls, options: Optional[dict] = None, preset: str = "paper"):
+    def from_options(cls, options: dict | None = None, preset: str = "paper"):
         """The config of ``preset`` with ``options`` changed; one-line errors for unknown presets and options."""
         if preset not in cls.PRESETS:
             raise ValueError(f"{cls.MODEL}: unknown preset {preset!r}; valid presets: {', '.join(cls.PRESETS)}")

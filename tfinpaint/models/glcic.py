@@ -274,7 +274,8 @@ def postprocess(image_uint8, output_uint8, mask):
     if hole.ndim == 3 and hole.shape[-1] == 1:
         hole = hole[..., 0]
     if hole.shape != image.shape[:2]:
-        raise ValueError(f"glcic.postprocess: `mask` must be [H, W] matching the image {image.shape[:2]}, got {hole.shape}")
+        raise ValueError(f"glcic.postprocess: `mask` must be [H, W] matching the image {image.shape[:2]}, "
+                         f"got {hole.shape}")
     hole = hole > 0.5
 
     completed = np.where(hole[..., None], output, image)

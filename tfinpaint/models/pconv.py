@@ -16,7 +16,7 @@ Spec: ``shared/spec/architectures.md`` §3, decisions in ``decisions.md``.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import keras
 import tensorflow as tf
@@ -53,7 +53,7 @@ class PConvConfig(ModelConfig):
     levels: int = MAX_LEVELS
     cnum: int = 64
     image_size: int = 512
-    vgg_weights: Optional[str] = None
+    vgg_weights: str | None = None
     vgg_preprocessing: str = "caffe"
 
     def __post_init__(self):

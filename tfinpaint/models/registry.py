@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 
 class ModelBundle(NamedTuple):
@@ -42,10 +43,10 @@ class ModelSpec:
     """
 
     name: str
-    config: Union[type, str]
-    generator: Union[Callable, str]
-    discriminators: Union[Callable, str]
-    recipe: Union[Callable, str]
+    config: type | str
+    generator: Callable | str
+    discriminators: Callable | str
+    recipe: Callable | str
     aliases: tuple = ()
 
     @property
@@ -160,6 +161,6 @@ _builtin("deepfill_v2", "deepfill_v2", "DeepFillV2Config", aliases=("deepfill", 
 _builtin("cra", "cra", "CRAConfig", aliases=("hifill",))
 
 
-def split_options(model, options: Optional[dict]) -> tuple:
+def split_options(model, options: dict | None) -> tuple:
     """(config options, load-time options) of ``options`` for ``model`` (see ``ModelConfig.split_options``)."""
     return get(model).config_class.split_options(options)

@@ -43,7 +43,7 @@ def define_flags(flag_values=FLAGS) -> None:
     define("float", "__lambda_perceptual__", None, "Override the recipe's 'perceptual' loss weight.", flag_values)
     define("float", "__lambda_gan__", None, "Override the recipe's 'gan' loss weight.", flag_values)
     define("string", "model", DEFAULT_MODEL, "Model: cra, deepfill_v1, deepfill_v2, glcic, pconv, or "
-           "'package.module:build' for a custom model.", flag_values)
+           "'package.module:SPEC' (a tfinpaint.models.ModelSpec) for a custom model.", flag_values)
     define("integer", "cnum", None, "Generator base width (default: the paper's).", flag_values)
     define("integer", "dnum", None, "Discriminator base width (default: the paper's).", flag_values)
     define("string", "model_options", None, "More build options, e.g. 'levels=4,bgr=False'.", flag_values)

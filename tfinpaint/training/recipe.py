@@ -21,7 +21,8 @@ Loss-function contract (both functions):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 LossFn = Callable[..., dict]
 
@@ -48,14 +49,14 @@ class Phase:
     """
 
     name: str
-    steps: Optional[int] = None
+    steps: int | None = None
     train_generator: bool = True
     train_discriminator: bool = True
     critic_steps: int = 1
     loss_weights: dict = dataclasses.field(default_factory=dict)
-    g_learning_rate: Optional[float] = None
-    d_learning_rate: Optional[float] = None
-    on_start: Optional[Callable[[ModelSet], None]] = None
+    g_learning_rate: float | None = None
+    d_learning_rate: float | None = None
+    on_start: Callable[[ModelSet], None] | None = None
 
 
 @dataclasses.dataclass
@@ -71,16 +72,16 @@ class Recipe:
     """
 
     generator_loss: LossFn
-    discriminator_loss: Optional[LossFn]
+    discriminator_loss: LossFn | None
     loss_weights: dict
     g_optimizer: dict
-    d_optimizer: Optional[dict]
+    d_optimizer: dict | None
     phases: list
     image_size: int = 256
     batch_size: int = 16
     override_aliases: tuple = ()
 
-    def weights_for(self, phase: Phase, overrides: Optional[dict] = None) -> dict:
+    def weights_for(self, phase: Phase, overrides: dict | None = None) -> dict:
         """Loss weights in force during ``phase``: recipe defaults < user overrides < phase overrides.
 
         A phase's weights are part of the method (GLCIC's completion phase switches the adversarial term off
@@ -95,7 +96,7 @@ class Recipe:
         return merged
 
 
-def make_optimizer(config: dict, learning_rate: Optional[float] = None):
+def make_optimizer(config: dict, learning_rate: float | None = None):
     """Builds a Keras optimizer from a recipe config, optionally overriding its learning rate."""
     import keras
 

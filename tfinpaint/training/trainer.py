@@ -423,7 +423,8 @@ class Trainer:
         # Leftovers of a save that was killed half-way (the checkpoint state file never pointed to them).
         for leftover in glob.glob(os.path.join(self.ckpt_dir, "*_temp*")):
             shutil.rmtree(leftover, ignore_errors=True) if os.path.isdir(leftover) else os.remove(leftover)
-        info = dict(description, image_size=list(self.image_size), size_factor=int(getattr(self.generator, "size_factor", 1)),
+        factor = int(getattr(self.generator, "size_factor", 1))
+        info = dict(description, image_size=list(self.image_size), size_factor=factor,
                     mixed_precision=self.mixed_precision_policy)
         temporary = path + ".tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
