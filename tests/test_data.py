@@ -184,3 +184,55 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         data.make_dataset([], CROP, 2)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         data.make_dataset([image_path], CROP, 0)
+
+
+def _corrupt_jpeg(path, seed=1):
+    """A JPEG with valid headers (up to the start of scan) and a garbage body: the quick scan passes it
+    (start and end-of-image markers are there), the decoder does not."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", pixels)
+    assert ok
+    encoded = encoded.tobytes()
+    start_of_scan = encoded.index(b"\xff\xda")
+    garbage = np.random.default_rng(seed + 1).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(encoded[:start_of_scan] + garbage + b"\xff\xd9")
+    assert data.image_file_problem(str(path)) is None
+    return str(path)
+
+
+def test_a_file_that_fails_to_decode_is_named_once_and_dropped_for_the_run(tmp_path, caplog):
+    good = _write(tmp_path / "good.png", np.full((40, 40, 3), 200, np.uint8))
+    broken = _corrupt_jpeg(tmp_path / "broken.jpg")
+    with caplog.at_level(logging.WARNING):
+        # 12 elements = 6 epochs of the two files: the broken one comes up in each epoch's permutation.
+        batches = list(data.make_dataset([good, broken], CROP, batch_size=3, seed=0).take(4))
+    images = np.concatenate([batch["image"].numpy() for batch in batches])
+    np.testing.assert_allclose(images, 200 / 255, atol=1e-6)  # only the good file's pixels
+    named = [record.getMessage() for record in caplog.records if "broken.jpg" in record.getMessage()]
+    assert len(named) == 1 and "cannot be decoded" in named[0], named
+
+
+def test_no_decodable_file_ends_the_stream_instead_of_looping(tmp_path):
+    broken = [_corrupt_jpeg(tmp_path / f"broken{index}.jpg", seed=index) for index in range(2)]
+    dataset = data.make_dataset(broken, CROP, batch_size=2, seed=0)
+    assert list(dataset.take(1)) == []  # ends (an endless training stream used to spin here forever)
+
+
+def test_cli_with_only_undecodable_files_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    broken = _corrupt_jpeg(tmp_path / "photos" / "broken.jpg")
+    command = [sys.executable, "train.py", "--model", "tests.test_trainer:build_tiny", "--__flist__",
+               str(tmp_path / "photos"), "--img_size", "32", "--batch_size", "2", "--max_steps", "3",
+               "--ckpt_dir", str(tmp_path / "ckpt")]
+    env = dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    finished = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    assert finished.returncode == 1, finished.stderr[-3000:]
+    lines = finished.stderr.strip().splitlines()
+    assert lines[-1].startswith("train.py: error: ") and "no image in it decodes" in lines[-1], lines[-5:]
+    assert sum(broken in line for line in lines) == 1, lines  # named once
+    assert len(finished.stderr) < 5000 and "Traceback" not in finished.stderr

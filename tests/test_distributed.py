@@ -113,3 +113,53 @@ def test_two_workers_train_in_lockstep_on_localhost(tmp_path):
     ckpt_dir = tmp_path / "ckpt"
     assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith("ckpt-3")
     assert not any(name.startswith(".worker") for name in os.listdir(ckpt_dir))
+
+
+_STOPPABLE_WORKER = """
+import json, sys
+import tensorflow as tf
+from tests.test_trainer import build_tiny, random_batches, tiny_config
+from tfinpaint.training.trainer import Trainer, default_strategy
+import pathlib
+strategy = default_strategy()
+out = pathlib.Path(sys.argv[1])
+trainer = Trainer(build_tiny, {}, tiny_config(out, max_steps=100000, save_every=2, preview_every=0), strategy=strategy)
+result = trainer.fit(random_batches)
+print(json.dumps({"chief": trainer.is_chief, "step": result["step"], "stopped_by": result["stopped_by"]}))
+"""
+
+
+def test_a_signal_on_one_worker_stops_every_worker_after_the_same_step(tmp_path):
+    """Saving is collective: a SIGTERM that reaches one worker only must not leave the others training (they
+    would wait for each other forever). The workers agree, stop after the same step and the chief saves it."""
+    import signal
+    import time
+
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen([sys.executable, "-c", _STOPPABLE_WORKER, str(tmp_path)], cwd=REPO, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    ckpt_dir = str(tmp_path / "ckpt")
+    outputs = []
+    try:
+        deadline = time.time() + 240
+        while int((tf.train.latest_checkpoint(ckpt_dir) or "-0").rsplit("-", 1)[1]) < 4:
+            assert all(process.poll() is None for process in processes) and time.time() < deadline
+            time.sleep(0.1)
+        processes[1].send_signal(signal.SIGTERM)  # the worker that is not the chief
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr[-3000:]
+            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    chief, other = outputs
+    assert chief["chief"] and not other["chief"]
+    assert other["stopped_by"] == "SIGTERM" and chief["stopped_by"] == "SIGTERM (on another worker)"
+    assert chief["step"] == other["step"] >= 4
+    assert tf.train.latest_checkpoint(ckpt_dir).endswith(f"ckpt-{chief['step']}")

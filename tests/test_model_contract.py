@@ -164,7 +164,9 @@ def test_load_time_options_are_not_config(tiny, tmp_path):
     generator = tfinpaint.load(str(old), **{names[0]: values[names[0]]}).generator
     assert {name: getattr(generator, name) for name in names} == {
         name: values[name] / (1 if name == names[0] else 2) for name in names}
-    assert generator.get_config()["config"] == tiny.config.to_options()
+    saved = generator.get_config()
+    assert {key: saved[key] for key in tiny.config.option_names()} == tiny.config.to_options()
+    assert not set(names) & set(saved)
     generator.set_load_options(**{names[0]: values[names[0]] * 2})
     assert getattr(generator, names[0]) == values[names[0]] * 2
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfinpaint.checkpoints import restore_generator
 from tfinpaint.models.registry import ModelBundle
 from tfinpaint.training.recipe import Phase, Recipe
-from tfinpaint.checkpoints import restore_generator
 from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, phase_lengths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,17 +25,19 @@ SIZE = 32
 # ------------------------------------------------------------------------------------------------ tiny model
 class TinyGenerator(keras.Model):
     """Two conv stages (coarse, refined) on the masked image and the mask. The refinement layers sit in a list,
-    like most of the zoo's layers: Keras 3 hides those from TensorFlow's checkpoint object graph."""
+    like most of the zoo's layers: Keras 3 hides those from TensorFlow's checkpoint object graph. Layers are
+    named, as the zoo's are, so their paths (the checkpoint keys) do not depend on what the process built
+    before."""
 
     size_factor = 4
 
     def __init__(self, cnum=4, **kwargs):
         super().__init__(**kwargs)
         self.cnum = cnum
-        self.coarse_hidden = keras.layers.Conv2D(cnum, 3, padding="same", activation="relu")
-        self.coarse_out = keras.layers.Conv2D(3, 3, padding="same")
-        self.refine = [keras.layers.Conv2D(cnum, 3, padding="same", activation="relu"),
-                       keras.layers.Conv2D(3, 3, padding="same")]
+        self.coarse_hidden = keras.layers.Conv2D(cnum, 3, padding="same", activation="relu", name="coarse_hidden")
+        self.coarse_out = keras.layers.Conv2D(3, 3, padding="same", name="coarse_out")
+        self.refine = [keras.layers.Conv2D(cnum, 3, padding="same", activation="relu", name="refine_hidden"),
+                       keras.layers.Conv2D(3, 3, padding="same", name="refine_out")]
 
     def call(self, image, mask, training=None):
         image = tf.cast(image, self.compute_dtype)
@@ -58,8 +60,8 @@ class TinyGenerator(keras.Model):
 class TinyCritic(keras.Model):
     def __init__(self, dnum=4, **kwargs):
         super().__init__(**kwargs)
-        self.conv = keras.layers.Conv2D(dnum, 3, strides=2, padding="same", activation="relu")
-        self.score = keras.layers.Dense(1)
+        self.conv = keras.layers.Conv2D(dnum, 3, strides=2, padding="same", activation="relu", name="conv")
+        self.score = keras.layers.Dense(1, name="score")
 
     def call(self, image, training=None):
         features = self.conv(tf.cast(image, self.compute_dtype))
@@ -469,3 +471,180 @@ def test_every_model_trains_and_restores(name, tmp_path, random_vgg_weights, wit
     for a, b in zip(saved, all_weights(trainer)):
         np.testing.assert_array_equal(a, b)
     assert int(trainer.step.numpy()) == 1
+
+
+def _tiny_command(photos, ckpt_dir, *extra):
+    return [sys.executable, "train.py", "--model", "tests.test_trainer:build_tiny", "--__flist__", str(photos),
+            "--img_size", "32", "--batch_size", "2", "--ckpt_dir", str(ckpt_dir), "--preview_every", "0", *extra]
+
+
+CLI_ENV = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+def test_cli_survives_a_closed_progress_pipe_and_ctrl_c_saves_and_exits_non_zero(tmp_path):
+    """`train.py | tee log`, then Ctrl-C: tee dies first, so progress writes hit a closed pipe. Training goes
+    on, the interrupt saves the promised checkpoint and the exit code says the run was interrupted."""
+    photos = _write_photos(tmp_path / "photos")
+    ckpt_dir = tmp_path / "ckpt"
+    process = subprocess.Popen(_tiny_command(photos, ckpt_dir, "--max_steps", "100000", "--log_every", "1",
+                                             "--save_every", "4"),
+                               cwd=REPO, env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        for line in process.stdout:  # the first progress line, then the reader goes away
+            assert time.time() < deadline
+            if line.startswith("step "):
+                break
+        process.stdout.close()
+        while _latest_step(ckpt_dir) < 8:  # two more checkpoints: training went on after the pipe broke
+            assert process.poll() is None and time.time() < deadline, process.stderr.read()[-3000:]
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-3000:]
+    stopped = [line for line in stderr.splitlines() if line.startswith("stopped by SIGINT at step ")]
+    assert len(stopped) == 1, stderr[-3000:]
+    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    assert _latest_step(ckpt_dir) == step >= 8 and stopped[0].endswith(f"checkpoint {ckpt_dir / f'ckpt-{step}'}")
+
+
+_FAILING_DISK = """
+import errno, os, sys
+import tensorflow as tf
+real_save = tf.train.CheckpointManager.save
+
+def save(self, checkpoint_number=None, **kwargs):
+    if checkpoint_number is not None and checkpoint_number >= 4:  # the disk fills up after step 2's save
+        os.makedirs(os.path.join(self.directory, f"ckpt-{checkpoint_number}_temp"), exist_ok=True)
+        with open(os.path.join(self.directory, f"ckpt-{checkpoint_number}.index"), "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+tf.train.CheckpointManager.save = save
+sys.argv = ["train.py"] + sys.argv[1:]
+from absl import app
+from tfinpaint.training.cli import main
+app.run(main)
+"""
+
+
+def test_cli_failed_save_is_one_line_keeps_the_last_good_checkpoint_and_counts_lost_steps(tmp_path):
+    photos = _write_photos(tmp_path / "photos")
+    ckpt_dir = tmp_path / "ckpt"
+    command = _tiny_command(photos, ckpt_dir, "--max_steps", "10", "--save_every", "2")
+    finished = subprocess.run([sys.executable, "-c", _FAILING_DISK, *command[2:]], cwd=REPO, env=CLI_ENV,
+                              capture_output=True, text=True, timeout=240)
+    assert finished.returncode == 1, finished.stderr[-3000:]
+    assert "Traceback" not in finished.stderr, finished.stderr[-3000:]
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last == (f"train.py: error: {ckpt_dir}: saving the checkpoint of step 4 failed (No space left on "
+                    f"device); the last good checkpoint {ckpt_dir / 'ckpt-2'} is kept: 2 step(s) lost"), last
+    assert sorted(os.listdir(ckpt_dir)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "logs",
+                                            "model.json"]
+    assert Trainer(build_tiny, {}, tiny_config(tmp_path, max_steps=10)).restored_from == str(ckpt_dir / "ckpt-2")
+
+
+def test_cli_newcomer_sequence_clear_errors_and_file_permissions(tmp_path):
+    """The README's order of commands: a narrow first run, then one with the default width into the same
+    folder (an error that says what differs and how to fix it), a negative loss weight (refused), a run
+    started from the first one's weights (--init_from). Files follow the umask (not 0600)."""
+    photos = _write_photos(tmp_path / "photos")
+    ckpt_dir = tmp_path / "ckpt"
+
+    def run(*extra):
+        return subprocess.run(_tiny_command(photos, ckpt_dir, *extra), cwd=REPO, env=CLI_ENV, capture_output=True,
+                              text=True, timeout=240, preexec_fn=lambda: os.umask(0o022))
+
+    first = run("--cnum", "8", "--max_steps", "1", "--preview_every", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    written = [os.path.join(folder, name) for folder, _, names in os.walk(ckpt_dir) for name in names]
+    assert any(name.endswith(".png") for name in written) and any("tfevents" in name for name in written)
+    modes = {os.path.relpath(path, ckpt_dir): oct(os.stat(path).st_mode & 0o777) for path in written}
+    assert set(modes.values()) == {"0o644"}, modes
+
+    second = run("--max_steps", "2")
+    assert second.returncode == 1
+    last = second.stderr.strip().splitlines()[-1]
+    assert "cnum 8 there, unset (the default) in this run" in last, last
+    assert "--ckpt_dir" in last and "--cnum 8" in last and "Traceback" not in second.stderr
+
+    negative = run("--cnum", "8", "--max_steps", "2", "--__lambda_l1__", "-1")
+    assert negative.returncode == 1
+    assert negative.stderr.strip().splitlines()[-1] == (
+        "train.py: error: --__lambda_l1__ -1: loss weights must be >= 0 (a negative weight makes training "
+        "increase that loss)")
+
+    started = subprocess.run(_tiny_command(photos, tmp_path / "second", "--cnum", "8", "--max_steps", "1",
+                                           "--init_from", str(ckpt_dir)),
+                             cwd=REPO, env=CLI_ENV, capture_output=True, text=True, timeout=240)
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert f"initialised from {ckpt_dir}: fresh optimizers, step 0" in started.stdout
+    assert _latest_step(tmp_path / "second") == 1
+
+
+def test_cli_pconv_trains_without_vgg_weights_when_perceptual_and_style_are_off(tmp_path):
+    photos = _write_photos(tmp_path / "photos")
+    env = dict(CLI_ENV, KERAS_HOME=str(tmp_path / "keras_home"))  # no cached VGG16 file can be found
+    command = [sys.executable, "train.py", "--model", "pconv", "--cnum", "8", "--model_options", "levels=3",
+               "--__flist__", str(photos), "--img_size", "32", "--batch_size", "2", "--max_steps", "2",
+               "--ckpt_dir", str(tmp_path / "ckpt"), "--preview_every", "0", "--__lambda_perceptual__", "0",
+               "--lambda_style", "0"]
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "loss weights" in finished.stdout and "perceptual=0" in finished.stdout and "style=0" in finished.stdout
+    assert _latest_step(tmp_path / "ckpt") == 2
+
+
+class _FakeTerminal:
+    """A text stream that says it is a terminal; ``broken`` makes every write fail like a closed pipe."""
+
+    def __init__(self, broken=False):
+        self.parts, self.broken = [], broken
+
+    def isatty(self):
+        return True
+
+    def fileno(self):
+        raise OSError("no file descriptor")
+
+    def write(self, text):
+        if self.broken:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self):
+        if self.broken:
+            raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_console_progress_draws_a_keras_progbar_on_a_terminal_and_survives_a_broken_one(monkeypatch):
+    from tfinpaint.training import cli
+    from tfinpaint.training.recipe import Phase
+
+    terminal = _FakeTerminal()
+    monkeypatch.setattr(sys, "stdout", terminal)  # keras.utils.Progbar writes to sys.stdout
+    progress = cli.ConsoleProgress(every=1)
+    progress.on_train_begin(2, 6)
+    progress.on_phase_begin(0, Phase("adversarial"), 2, 6, {"l1": 1.0, "gan": 0.1})
+    for step in (3, 4):
+        progress.on_step_end(step, {"g/total": 0.5 / step}, 10.0)
+        time.sleep(0.06)  # Progbar redraws at most every 50 ms
+    progress.on_train_end({})
+    output = "".join(terminal.parts)
+    assert "phase 1: 'adversarial': steps 3-6, loss weights l1=1, gan=0.1" in output
+    assert "2/4" in output and "\r" in output  # the bar counts this session's steps, redrawn in place
+    assert "g/total: 0.1250" in output  # the step's own loss (stateful), not a running mean
+
+    broken = _FakeTerminal(broken=True)
+    monkeypatch.setattr(sys, "stdout", broken)
+    progress = cli.ConsoleProgress(every=1)
+    progress.on_train_begin(0, 3)
+    progress.on_phase_begin(0, Phase("adversarial"), 0, 3, {"l1": 1.0})
+    progress.on_step_end(1, {"g/total": 0.5}, 10.0)  # no exception: output is switched off
+    assert progress.broken

@@ -18,3 +18,10 @@ def load(ckpt_dir, **kwargs):
     from tfinpaint.inference.api import load as _load
 
     return _load(ckpt_dir, **kwargs)
+
+
+def convert(src, out, model=None, **kwargs):
+    """Converts released official weights into a checkpoint folder; see ``tfinpaint.convert.converter.convert``."""
+    from tfinpaint.convert.converter import convert as _convert
+
+    return _convert(src, out, model=model, **kwargs)

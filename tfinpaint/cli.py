@@ -14,6 +14,7 @@ COMMANDS = {
     "export": ("tfinpaint.export", "export a checkpoint as a SavedModel or TFLite model"),
     "eval": ("tfinpaint.evaluation.cli", "evaluate a checkpoint on a seeded mask set"),
     "serve": ("tfinpaint.serve.cli", "a local web page to paint a mask and inpaint, with an HTTP API"),
+    "convert": ("tfinpaint.convert.cli", "convert released official weights into a checkpoint folder"),
 }
 
 

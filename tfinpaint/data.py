@@ -8,15 +8,18 @@ with ``i``. A run resumed at element ``i`` (``start_index``) therefore sees exac
 run would have seen, without checkpointing the pipeline.
 
 Bad files never stop training: ``scan_images`` rejects empty, unreadable, non-image and truncated files up front
-(header and trailer checks, a few bytes per file), with one warning per file and a count in the summary; a
-file that still fails to decode later (corruption inside the data) is dropped by ``ignore_errors``.
+(header and trailer checks, a few bytes per file), with one warning per file and a count in the summary. A
+file that passes this scan but fails to decode (corruption inside the data) is named in one warning the first
+time it fails and left out for the rest of the run (``_DecodeWatch``); when no file is left, the stream ends
+(the trainer reports it) instead of looping forever.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
 import os
-from typing import Optional, Sequence
+import threading
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -71,7 +74,7 @@ def sample_images() -> list:
     return paths
 
 
-def image_file_problem(path) -> Optional[str]:
+def image_file_problem(path) -> str | None:
     """Why ``path`` cannot be a training image (empty, unreadable, not an image, truncated), or None.
 
     Reads only the first and last bytes of the file, so scanning a large dataset costs little.
@@ -105,7 +108,7 @@ def image_file_problem(path) -> Optional[str]:
     return "not a JPEG, PNG, BMP or WebP image"
 
 
-def _full_decode_problem(path) -> Optional[str]:
+def _full_decode_problem(path) -> str | None:
     problem = image_file_problem(path)
     if problem:
         return problem
@@ -224,12 +227,57 @@ def _path_stream(items: list, seed: int, shard: int, salt: int, training: bool, 
     return stream.skip(start_index % count)
 
 
+class _DecodeWatch:
+    """Training files that failed to decode in this pipeline: each is named once and then skipped.
+
+    ``admit`` runs before an element is decoded: 1 = decode it, 0 = skip it (a known bad file), -1 = end the
+    stream (no image file, or no mask file, is left). ``failed`` runs for an element whose decode failed.
+    """
+
+    def __init__(self, paths: list, mask_paths: list | None):
+        self.images, self.masks = set(paths), set(mask_paths or ())
+        self.bad_images, self.bad_masks = set(), set()
+        self.lock = threading.Lock()
+        self.ended = False
+
+    def _exhausted(self) -> bool:
+        return len(self.bad_images) >= len(self.images) or bool(self.masks) and len(self.bad_masks) >= len(self.masks)
+
+    def admit(self, path, mask_path=b"") -> np.int64:
+        with self.lock:
+            if self._exhausted():
+                if not self.ended:
+                    self.ended = True
+                    what = "image" if len(self.bad_images) >= len(self.images) else "mask"
+                    logging.error("no %s file left that decodes: all %d failed", what,
+                                  len(self.images) if what == "image" else len(self.masks))
+                return np.int64(-1)
+            bad = path.decode("utf-8") in self.bad_images or mask_path.decode("utf-8") in self.bad_masks
+            return np.int64(0 if bad else 1)
+
+    def mask_failed(self, mask_path: str, reason: str) -> None:
+        with self.lock:
+            if mask_path not in self.bad_masks:
+                self.bad_masks.add(mask_path)
+                logging.warning("dropping mask %s: %s; it is left out for the rest of the run", mask_path, reason)
+
+    def failed(self, path, mask_path=b"") -> np.int64:
+        path, mask_path = path.decode("utf-8"), mask_path.decode("utf-8")
+        with self.lock:
+            if mask_path in self.bad_masks or path in self.bad_images:
+                return np.int64(0)  # the mask was at fault (named when it failed), or already named
+            self.bad_images.add(path)
+        logging.warning("dropping %s: it passed the quick scan but cannot be decoded (corrupt image data); it is "
+                        "left out for the rest of the run", path)
+        return np.int64(0)
+
+
 def make_dataset(
     paths: Sequence,
     image_size,
     batch_size: int,
     mask_type: str = "free_form",
-    mask_paths: Optional[Sequence] = None,
+    mask_paths: Sequence | None = None,
     seed: int = 0,
     training: bool = True,
     drop_remainder: bool = True,
@@ -276,10 +324,16 @@ def make_dataset(
         rng = np.random.default_rng((seed, shard_index, int(index)))
         return mask_lib.generate(mask_type, height, width, rng).astype(np.float32)
 
+    watch = _DecodeWatch(paths, mask_paths)
+
     def file_mask(path):
         import cv2
 
-        mask = mask_lib.read_mask(path.decode("utf-8"), polarity=mask_polarity)
+        try:
+            mask = mask_lib.read_mask(path.decode("utf-8"), polarity=mask_polarity)
+        except Exception as error:
+            watch.mask_failed(path.decode("utf-8"), str(error).split(": ", 1)[-1])
+            raise
         if mask.shape != (height, width):
             # Mask sets are usually drawn at one fixed size; training at another size rescales them silently.
             mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
@@ -313,8 +367,48 @@ def make_dataset(
         else:
             parts.append(tf.data.Dataset.from_tensor_slices(tf.constant(mask_paths)).repeat())
     dataset = tf.data.Dataset.zip(tuple(parts))
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # Second line of defence behind scan_images: a file corrupt inside its data is dropped, not fatal.
-    dataset = dataset.ignore_errors(log_warning=True)
+
+    def admit(*element):
+        return tf.numpy_function(watch.admit, list(element[1:]), tf.int64, stateful=True)
+
+    def failure(*element):
+        flag = tf.numpy_function(watch.failed, list(element[1:]), tf.int64, stateful=True)
+        return {"image": tf.zeros([height, width, 3]), "mask": tf.zeros([height, width, 1]),
+                "ok": tf.equal(flag, 1)}
+
+    def load_flagged(*element):
+        return dict(load(*element), ok=tf.constant(True))
+
+    def decode_or_flag(*element):
+        # Exactly one element per file, in order: the decoded one, or (when decoding raised) a flagged
+        # placeholder that names the file once. tf.data has no try/except; ignore_errors on a one-element
+        # dataset followed by the placeholder is its equivalent.
+        loaded = tf.data.Dataset.from_tensors(element).map(load_flagged)
+        return loaded.ignore_errors().concatenate(
+            tf.data.Dataset.from_tensors(element).map(failure)).take(1)
+
+    def with_status(*element):
+        return element, admit(*element)
+
+    def not_ended(element, status):
+        return status >= 0
+
+    def to_decode(element, status):
+        return status > 0
+
+    def without_status(element, status):
+        return element
+
+    def decoded(element):
+        return element["ok"]
+
+    def batch_keys(element):
+        return {"image": element["image"], "mask": element["mask"]}
+
+    # Second line of defence behind scan_images: a file corrupt inside its data is named once and dropped.
+    dataset = dataset.map(with_status).take_while(not_ended).filter(to_decode).map(without_status)
+    dataset = dataset.interleave(decode_or_flag, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.filter(decoded).map(batch_keys)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset

@@ -200,6 +200,8 @@ class InpaintingGenerator(keras.Model):
             self.create_variables()
 
     def get_config(self):
+        # The config's fields at the top level, as Keras passes them back to ``__init__`` as keywords (the layout
+        # of earlier releases, so their .keras files load; load-time options found there are applied, not saved).
         base = super().get_config()
-        base["config"] = self.config.to_options()
+        base.update(self.config.to_options())
         return base

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import keras
 import numpy as np
@@ -46,6 +46,8 @@ class CRAConfig(ModelConfig):
     bgr: feed the network BGR instead of RGB (the official checkpoint saw cv2-loaded BGR images).
     return_flow: the generator also returns ``"flow"``, the colour-coded argmax offsets of the attention.
     image_size: the training size (square, a multiple of 16): it sizes the critic's Dense layer and the crops.
+    coarse_size: side of the square the coarse stage works at (the official code: 256 whatever the input; converted
+        official weights record 256); None uses half the input's height and width. Both agree at 512 x 512.
     """
 
     MODEL: ClassVar[str] = "cra"
@@ -57,6 +59,7 @@ class CRAConfig(ModelConfig):
     bgr: bool = False
     return_flow: bool = True
     image_size: int = 512
+    coarse_size: Optional[int] = None
 
     def __post_init__(self):
         self._set("cnum", check_positive_int("cra", "cnum", self.cnum, multiple=2, minimum=2))
@@ -65,6 +68,8 @@ class CRAConfig(ModelConfig):
                                                    minimum=self.size_factor))
         self._set("bgr", bool(self.bgr))
         self._set("return_flow", bool(self.return_flow))
+        if self.coarse_size is not None:
+            self._set("coarse_size", check_positive_int("cra", "coarse_size", self.coarse_size, multiple=4, minimum=4))
 
     @property
     def size_factor(self) -> int:
@@ -112,6 +117,7 @@ class CRAGenerator(InpaintingGenerator):
         super().__init__(config, **kwargs)
         self.bgr = self.config.bgr
         self.return_flow = self.config.return_flow
+        self.coarse_size = self.config.coarse_size
         c = self.config.cnum
 
         def coarse(name, filters, kernel=3, strides=1, dilation=1):
@@ -192,8 +198,9 @@ class CRAGenerator(InpaintingGenerator):
         hole = tf.cast(mask, dtype)
         x_in = tf.cast(to_internal(image, self.bgr), dtype) * (1.0 - hole)
 
-        # Coarse network on the half-resolution [incomplete image, mask] (official: 512 -> 256).
-        x = _resize_bilinear_tf1(tf.concat([x_in, hole], axis=-1), height_width // 2)
+        # Coarse network on the half-resolution [incomplete image, mask] (official: a fixed 256 x 256).
+        coarse_hw = height_width // 2 if self.coarse_size is None else [self.coarse_size, self.coarse_size]
+        x = _resize_bilinear_tf1(tf.concat([x_in, hole], axis=-1), coarse_hw)
         for layer in self.coarse_layers:
             x = layer(x, training=training)
         x1 = _resize_bilinear_tf1(tf.clip_by_value(x, -1.0, 1.0), height_width)

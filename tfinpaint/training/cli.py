@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import os
 import sys
+import time
 
 from absl import flags, logging
 
@@ -42,6 +44,9 @@ def define_flags(flag_values=FLAGS) -> None:
     define("float", "__lambda_l1__", None, "Override the recipe's 'l1' loss weight.", flag_values)
     define("float", "__lambda_perceptual__", None, "Override the recipe's 'perceptual' loss weight.", flag_values)
     define("float", "__lambda_gan__", None, "Override the recipe's 'gan' loss weight.", flag_values)
+    define("float", "__lambda_style__", None, "Override the recipe's 'style' loss weight (PConv; with "
+           "--__lambda_perceptual__ 0 and --lambda_style 0 PConv trains without VGG16 weights).", flag_values,
+           aliases=["lambda_style"])
     define("string", "model", DEFAULT_MODEL, "Model: cra, deepfill_v1, deepfill_v2, glcic, pconv, or "
            "'package.module:SPEC' (a tfinpaint.models.ModelSpec) for a custom model.", flag_values)
     define("integer", "cnum", None, "Generator base width (default: the paper's).", flag_values)
@@ -57,6 +62,9 @@ def define_flags(flag_values=FLAGS) -> None:
     define("string", "logdir", None, "TensorBoard logs and PNG previews (default: <ckpt_dir>/logs).", flag_values)
     define("string", "ckpt_dir", None, "Checkpoint folder (default: checkpoints/<model>); training resumes from "
            "the newest checkpoint in it.", flag_values)
+    define("string", "init_from", None, "Start a new run from the generator and discriminators of this checkpoint "
+           "folder (e.g. converted official weights): fresh optimizers, step 0. Ignored when --ckpt_dir already "
+           "holds checkpoints (the run resumes).", flag_values)
     define("integer", "seed", 0, "Seed of the weights, the data order, crops and generated masks.", flag_values)
     define("integer", "save_every", 500, "Checkpoint every N steps (also at the end and on Ctrl-C/SIGTERM).",
            flag_values)
@@ -117,9 +125,121 @@ def _resolve_sizes(build, spec, options: dict) -> tuple:
         factor = int(config.size_factor)
         model_size = int(getattr(config, "image_size", CPU_IMAGE_SIZE))
         image_size = max(factor, min(model_size, CPU_IMAGE_SIZE) // factor * factor)
-    print(f"no GPU found: batch size {batch_size}, {image_size or 'default'} crops "
-          "(set --batch_size / --img_size to change)")
+    _say(f"no GPU found: batch size {batch_size}, {image_size or 'default'} crops "
+         "(set --batch_size / --img_size to change)")
     return batch_size, image_size
+
+
+class ConsoleProgress:
+    """The trainer's reports on the terminal: a ``keras.utils.Progbar`` on a TTY, a plain line every ``every``
+    steps otherwise (logs, pipes). A failing write (a pipe whose reader is gone, e.g. a killed ``tee``) switches
+    the output off and never stops training."""
+
+    def __init__(self, every: int, stream=None):
+        self.every = max(1, every)
+        self.stream = stream or sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.broken = False
+        self.bar = None
+        self.start = self.total = 0
+
+    def _write(self, text: str, stream=None) -> None:
+        stream = stream or self.stream
+        if self.broken and stream is self.stream:
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):  # BrokenPipeError, EIO of a closed terminal, a closed file
+            if stream is self.stream:
+                self.broken = True
+                _silence(stream)
+
+    def on_train_begin(self, start_step, total_steps):
+        self.start, self.total = start_step, total_steps
+
+    def on_phase_begin(self, index, phase, begin, end, weights):
+        if self.bar is not None:
+            self._write("\n")
+        self._write(f"phase {index + 1}: {phase.name!r}: steps {begin + 1}-{end}, loss weights "
+                    f"{', '.join(f'{k}={v:g}' for k, v in weights.items())}\n")
+        self.bar = None  # a new bar per phase, created with the phase's loss names
+
+    def on_step_end(self, step, logs, steps_per_sec):
+        if self.broken:
+            return
+        if self.tty:
+            try:
+                if self.bar is None:
+                    import keras
+
+                    # Stateful: the bar shows each step's losses rather than running means.
+                    self.bar = keras.utils.Progbar(self.total - self.start, unit_name="step",
+                                                   stateful_metrics=list(logs))
+                # Counted from this session's first step: Progbar's ETA assumes it started at zero.
+                self.bar.update(step - self.start, values=list(logs.items()))
+            except (OSError, ValueError):
+                self.broken = True
+                _silence(self.stream)
+            return
+        if step % self.every == 0 or step == self.total:
+            losses = " ".join(f"{key} {value:.4g}" for key, value in logs.items())
+            eta = (self.total - step) / steps_per_sec if steps_per_sec > 0 else float("nan")
+            eta_text = "--" if math.isnan(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
+            self._write(f"step {step}/{self.total} | {losses} | {steps_per_sec:.2f} steps/s | ETA {eta_text}\n")
+
+    def on_checkpoint_saved(self, step, path):
+        pass
+
+    def on_stop_requested(self, signal_name):
+        self._write(f"\n{signal_name}: stopping after this step and saving a checkpoint\n", sys.stderr)
+
+    def on_train_end(self, result):
+        if self.bar is not None:
+            self._write("\n")
+
+
+def _silence(stream) -> None:
+    """Points a dead output stream at /dev/null, so that later writes (and the flush at exit) succeed."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _say(text: str, stream=None) -> None:
+    """print() that survives a closed stdout (the progress output may have found it gone)."""
+    stream = stream or sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):
+        _silence(stream)
+
+
+_OPTION_FLAGS = {"model": "--model", "cnum": "--cnum", "dnum": "--dnum", "image_size": "--img_size"}
+
+
+def _mismatch_hint(error) -> str:
+    """How to fix a checkpoint folder of another model, in flags."""
+    resume = []
+    for key, (stored, _) in error.differences.items():
+        flag = _OPTION_FLAGS.get(key)
+        if stored is None:
+            resume.append(f"without {flag or f'{key} in --model_options'}")
+        elif flag:
+            resume.append(f"{flag} {stored}")
+        else:
+            resume.append(f"--model_options {key}={stored!r}")
+    return (f"{error}. For a new run pass another folder (--ckpt_dir checkpoints/NEW_NAME); to resume this one "
+            f"use {', '.join(resume)}")
+
+
+def _signal_exit_code(name: str) -> int:
+    import signal
+
+    return 128 + int(getattr(signal, name.split()[0], signal.SIGTERM))
 
 
 def main(argv) -> None:
@@ -133,18 +253,36 @@ def main(argv) -> None:
             print(f"{argv[0]}: error: {error}", file=sys.stderr)
             sys.exit(1)
         return
+    from tfinpaint.training.checkpointing import CheckpointSaveError, ModelMismatchError
+    from tfinpaint.training.trainer import NonFiniteLossError
+
     try:
-        _train()
-    except (ValueError, OSError) as error:  # bad flags, files or folders: one line, no traceback
-        print(f"{argv[0]}: error: {error}", file=sys.stderr)
+        code = _train()
+    except ModelMismatchError as error:
+        _say(f"{argv[0]}: error: {_mismatch_hint(error)}", sys.stderr)
         sys.exit(1)
+    except (ValueError, OSError, CheckpointSaveError, NonFiniteLossError) as error:
+        # bad flags, files, folders or checkpoints, a failed save: one line, no traceback
+        _say(f"{argv[0]}: error: {error}", sys.stderr)
+        sys.exit(1)
+    if code:
+        sys.exit(code)
 
 
-def _train() -> None:
+def _tensorboard_hint(logdir: str) -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return f"pip install tensorboard, then: tensorboard --logdir {logdir}"
+    return f"tensorboard --logdir {logdir}"
+
+
+def _train() -> int:
+    """Trains from the flags; returns the exit code (non-zero when stopped by a signal)."""
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
-    from tfinpaint.training.trainer import NonFiniteLossError, TrainConfig, Trainer, default_strategy
-
     import tensorflow as tf
+
+    from tfinpaint.training.trainer import TrainConfig, Trainer, default_strategy
 
     # TensorFlow's INFO lines (some through absl logging) would drown the progress output.
     tf.get_logger().setLevel("WARNING")
@@ -161,9 +299,16 @@ def _train() -> None:
     for name in ("cnum", "dnum", "vgg_weights"):
         if _value(name) is not None:
             if name not in parameters:
-                print(f"warning: model {model} has no option {name!r}; --{name} ignored", file=sys.stderr)
+                _say(f"warning: model {model} has no option {name!r}; --{name} ignored", sys.stderr)
                 continue
             options[name] = _value(name)
+    loss_weights = {"l1": _value("__lambda_l1__"), "perceptual": _value("__lambda_perceptual__"),
+                    "gan": _value("__lambda_gan__"), "style": _value("__lambda_style__")}
+    loss_weights = {key: value for key, value in loss_weights.items() if value is not None}
+    for key, value in loss_weights.items():
+        if value < 0:  # checked before the data scan and the build: a typo should fail at once
+            raise ValueError(f"--__lambda_{key}__ {value:g}: loss weights must be >= 0 (a negative weight "
+                             "makes training increase that loss)")
     batch_size, image_size = _resolve_sizes(build, spec, options)
 
     flist = _value("__flist__")
@@ -174,8 +319,8 @@ def _train() -> None:
     if _value("__mlist__"):
         mask_report = data.scan_images(data.list_images(_value("__mlist__")), what="masks")
         mask_paths = mask_report.good
-        print(f"masks: {mask_report.summary()} from {_value('__mlist__')}")
-    print(f"data: {report.summary()} from {source}")
+        _say(f"masks: {mask_report.summary()} from {_value('__mlist__')}")
+    _say(f"data: {report.summary()} from {source}")
 
     ckpt_dir = _value("ckpt_dir") or os.path.join("checkpoints", model.replace(":", "_").replace(".", "_"))
     config = TrainConfig(
@@ -183,8 +328,7 @@ def _train() -> None:
         image_size=image_size,
         max_steps=_value("max_steps"),
         learning_rate=_value("lr"),
-        loss_weights={"l1": _value("__lambda_l1__"), "perceptual": _value("__lambda_perceptual__"),
-                      "gan": _value("__lambda_gan__")},
+        loss_weights=loss_weights,
         ckpt_dir=ckpt_dir,
         logdir=_value("logdir"),
         seed=_value("seed"),
@@ -194,8 +338,8 @@ def _train() -> None:
         preview_every=_value("preview_every"),
         val_every=_value("val_every"),
         mixed_precision=bool(_value("mixed_precision")),
+        init_from=_value("init_from"),
     )
-    config.loss_weights = {key: value for key, value in config.loss_weights.items() if value is not None}
     trainer = Trainer(model, options, config, strategy=strategy)
     size = trainer.image_size
     make = partial(data.make_dataset, report.good, size, mask_type=_value("__mask_type__"), mask_paths=mask_paths,
@@ -203,20 +347,27 @@ def _train() -> None:
     val_data = None
     if _value("val_flist"):
         val_report = data.scan_images(data.list_images(_value("val_flist")), what="validation images")
-        print(f"validation: {val_report.summary()} from {_value('val_flist')}")
+        _say(f"validation: {val_report.summary()} from {_value('val_flist')}")
         val_data = data.make_dataset(val_report.good, size, trainer.config.batch_size,
                                      mask_type=_value("__mask_type__"), seed=_value("seed"), training=False,
                                      drop_remainder=False, validate=False)
-    print(f"model {model} {options}: {trainer.num_replicas} replica(s), batch {trainer.config.batch_size}, "
-          f"{size[0]}x{size[1]}, phases {', '.join(f'{p.name} ({n})' for p, n in zip(trainer.recipe.phases, trainer.lengths))}")
+    _say(f"model {model} {options}: {trainer.num_replicas} replica(s), batch {trainer.config.batch_size}, "
+         f"{size[0]}x{size[1]}, phases "
+         f"{', '.join(f'{p.name} ({n})' for p, n in zip(trainer.recipe.phases, trainer.lengths))}")
     if trainer.restored_from:
-        print(f"resumed from {trainer.restored_from} at step {int(trainer.step.numpy())}")
-    print(f"checkpoints: {trainer.ckpt_dir}\nlogs and previews: {trainer.logdir} "
-          f"(tensorboard --logdir {trainer.logdir})")
-    try:
-        result = trainer.fit(make, val_data=val_data)
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    stopped = f" (stopped by {result['stopped_by']})" if result["stopped_by"] else ""
-    print(f"done at step {result['step']}{stopped}; checkpoint {result['checkpoint']}")
+        _say(f"resumed from {trainer.restored_from} at step {int(trainer.step.numpy())}")
+    elif trainer.initialized_from:
+        _say(f"initialised from {trainer.initialized_from}: fresh optimizers, step 0")
+    _say(f"checkpoints: {trainer.ckpt_dir}\nlogs and previews: {trainer.logdir} ({_tensorboard_hint(trainer.logdir)})")
+    progress = ConsoleProgress(_value("log_every"))
+    result = trainer.fit(make, val_data=val_data, callbacks=[progress] if trainer.is_chief else [])
+    if result["already_done"]:
+        _say(f"{trainer.ckpt_dir}: already trained to step {result['step']} (--max_steps "
+             f"{trainer.total_steps}); nothing to do")
+        return 0
+    if result["stopped_by"]:
+        _say(f"stopped by {result['stopped_by']} at step {result['step']}; checkpoint {result['checkpoint']}",
+             sys.stderr)
+        return _signal_exit_code(result["stopped_by"])
+    _say(f"done at step {result['step']}; checkpoint {result['checkpoint']}")
+    return 0
