@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -59,7 +59,7 @@ class CRAConfig(ModelConfig):
     bgr: bool = False
     return_flow: bool = True
     image_size: int = 512
-    coarse_size: Optional[int] = None
+    coarse_size: int | None = None
 
     def __post_init__(self):
         self._set("cnum", check_positive_int("cra", "cnum", self.cnum, multiple=2, minimum=2))
