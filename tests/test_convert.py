@@ -376,9 +376,9 @@ def test_bad_releases_give_one_line_errors_and_write_nothing(v1_release, tmp_pat
     _one_line_error(lambda: convert(prefix, out), r"inpaint_net/conv2_downsample/bias is float64, expected float32")
 
     _one_line_error(lambda: convert(v1_release[0], out, model="cra"),
-                    r"this is a DeepFill v1 checkpoint; use --model deepfill_v1")
+                    r"this is a DeepFill v1 checkpoint; use model deepfill_v1")
     _one_line_error(lambda: convert(v1_release[0], out, model="glcic"),
-                    r"this is a DeepFill v1 checkpoint; use --model deepfill_v1")
+                    r"this is a DeepFill v1 checkpoint; use model deepfill_v1")
     empty = tmp_path / "empty"
     empty.mkdir()
     _one_line_error(lambda: convert(empty, out), r"empty: no checkpoint found")
@@ -407,7 +407,7 @@ def test_existing_output_is_kept_unless_overwrite(v1_release, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    _one_line_error(lambda: tfinpaint.convert(v1_release[0], out), r"out: already exists; pass --overwrite")
+    _one_line_error(lambda: tfinpaint.convert(v1_release[0], out), r"out: already exists; pass overwrite to replace it")
     assert os.listdir(out) == ["notes.txt"]
     tfinpaint.convert(v1_release[0], out, overwrite=True)
     assert "notes.txt" not in os.listdir(out) and "model.json" in os.listdir(out)

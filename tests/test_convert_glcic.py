@@ -246,7 +246,7 @@ def test_missing_torchfile_is_a_one_line_message(tmp_path, monkeypatch):
 def test_a_deepfill_model_flag_on_a_t7_file_names_glcic(tmp_path):
     src = str(tmp_path / "model.t7")
     write_t7(src, {"mean": [0.5, 0.5, 0.5]})
-    with pytest.raises(ConvertError, match=r"this is a GLCIC Torch7 file; use --model glcic"):
+    with pytest.raises(ConvertError, match=r"this is a GLCIC Torch7 file; use model glcic"):
         tfinpaint.convert(src, tmp_path / "out", model="deepfill_v2")
 
 

@@ -100,7 +100,7 @@ def test_baselines_scored_on_the_same_masked_input(setup):
 
 def test_rerun_from_stored_mask_set_is_identical(setup):
     first, second = setup["first"], setup["root"] / "second"
-    cli.run(str(setup["ckpt"]), eval_dir=str(second), mlist=str(first))  # the command as a function
+    cli.run(EvalConfig(str(setup["ckpt"]), out_dir=str(second), masks=str(first)))  # the command as a function
     again, before = _results(second), _results(first)
     assert again["methods"] == before["methods"]
     assert [entry["metrics"] for entry in again["entries"]] == [entry["metrics"] for entry in before["entries"]]

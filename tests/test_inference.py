@@ -11,6 +11,7 @@ import tfinpaint
 from tfinpaint import imageio, masks
 from tfinpaint.checkpoints import save_generator
 from tfinpaint.inference import api, cli
+from tfinpaint.inference.cli import InferConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLCIC_OPTIONS = {"cnum": 4, "dnum": 4, "image_size": 64}
@@ -133,8 +134,9 @@ def test_pair_masks_by_stem_order_only_when_asked_or_single():
     assert cli.pair_masks(images, ["m/only.png"]) == ["m/only.png", "m/only.png"]
     assert cli.pair_masks(images, ["m/y.png"]) == [None, "m/y.png"]  # a folder holding y's mask alone
     # No stem matches: order is used only when asked for, and only with equal counts.
-    with pytest.raises(ValueError, match="--pair_by_order"):
+    with pytest.raises(ValueError, match="pass pair_by_order to pair") as error:
         cli.pair_masks(images, ["m/1.png", "m/2.png"])
+    assert "pass --pair_by_order to pair" in cli.error_line(error.value)  # the command spells it as its flag
     assert cli.pair_masks(images, ["m/1.png", "m/2.png"], by_order=True) == ["m/1.png", "m/2.png"]
     with pytest.raises(ValueError, match="as many masks as images"):
         cli.pair_masks(images, ["1.png", "2.png", "3.png"], by_order=True)
@@ -171,7 +173,7 @@ def test_cli_run_on_a_folder_of_awkward_inputs(tmp_path, checkpoint, capsys):
     masks.write_mask(mask_path, mask)  # one mask of another size for every image
     out = str(tmp_path / "out")
     with pytest.warns(UserWarning):
-        counts = cli.run(checkpoint, inputs, out, mlist=mask_path, save_steps=True)
+        counts = cli.run(InferConfig(checkpoint, inputs, out, masks=mask_path, save_steps=True))
     assert counts == {"written": 4, "skipped": 1, "kept": 0}
     log = capsys.readouterr().out
     assert "corrupt.jpg: skipped" in log and "truncated JPEG" in log
@@ -187,7 +189,7 @@ def test_cli_run_on_a_folder_of_awkward_inputs(tmp_path, checkpoint, capsys):
 
     # A second run keeps what exists unless --overwrite.
     before = os.path.getmtime(os.path.join(out, "odd.png"))
-    counts = cli.run(checkpoint, inputs, out, mlist=mask_path)
+    counts = cli.run(InferConfig(checkpoint, inputs, out, masks=mask_path))
     assert counts == {"written": 0, "skipped": 1, "kept": 4}
     assert os.path.getmtime(os.path.join(out, "odd.png")) == before
 
@@ -200,7 +202,7 @@ def test_cli_generated_masks_are_seeded(tmp_path, checkpoint):
     outputs = []
     for run_index in range(2):
         out = str(tmp_path / f"out{run_index}")
-        cli.run(checkpoint, inputs, out, gen_masks=True, mask_type="bbox", mask_seed=3)
+        cli.run(InferConfig(checkpoint, inputs, out, gen_masks=True, mask_type="bbox", mask_seed=3))
         outputs.append(imageio.read_image(os.path.join(out, "a.png")))
     np.testing.assert_array_equal(outputs[0], outputs[1])
     hole = masks.indexed_mask("bbox", 40, 48, 3, 0)
@@ -243,7 +245,7 @@ def test_round_trip_train_checkpoint_infer_cli(tmp_path):
     masks.write_mask(mask_path, mask)
     out = str(tmp_path / "out")
     with pytest.warns(UserWarning):
-        counts = cli.run(ckpt_dir, inputs, out, mlist=mask_path)
+        counts = cli.run(InferConfig(ckpt_dir, inputs, out, masks=mask_path))
     assert counts == {"written": 4, "skipped": 1, "kept": 0}
     for name, shape in shapes.items():
         result = imageio.read_image(os.path.join(out, name))
@@ -318,7 +320,8 @@ def test_cli_generated_masks_ignore_the_file_polarity(tmp_path, checkpoint):
     image, _ = random_case(40, 48)
     imageio.write_image(os.path.join(inputs, "a.png"), image)
     out = str(tmp_path / "out")
-    cli.run(checkpoint, inputs, out, gen_masks=True, mask_type="bbox", mask_seed=3, mask_polarity="valid")
+    cli.run(InferConfig(checkpoint, inputs, out, gen_masks=True, mask_type="bbox", mask_seed=3,
+                        mask_polarity="valid"))
     hole = masks.indexed_mask("bbox", 40, 48, 3, 0)
     written = imageio.read_image(os.path.join(out, "a.png"))
     np.testing.assert_array_equal(written[hole == 0], image[hole == 0])
@@ -374,9 +377,11 @@ def test_pair_by_order_is_used_only_when_asked(tmp_path, checkpoint):
     for index, name in enumerate("ab"):
         imageio.write_image(inputs / f"{name}.png", random_case(20, 20, seed=index)[0])
         masks.write_mask(str(mask_dir / f"mask{index}.png"), _distinct_masks((20, 20), 2)[index])
-    with pytest.raises(ValueError, match="--pair_by_order"):
-        cli.run(checkpoint, str(inputs), str(tmp_path / "out"), mlist=str(mask_dir))
-    counts = cli.run(checkpoint, str(inputs), str(tmp_path / "out"), mlist=str(mask_dir), pair_by_order=True)
+    with pytest.raises(ValueError, match="pass pair_by_order") as error:
+        cli.run(InferConfig(checkpoint, str(inputs), str(tmp_path / "out"), masks=str(mask_dir)))
+    assert "pass --pair_by_order" in cli.error_line(error.value)
+    counts = cli.run(InferConfig(checkpoint, str(inputs), str(tmp_path / "out"), masks=str(mask_dir),
+                                 pair_by_order=True))
     assert counts == {"written": 2, "skipped": 0, "kept": 0}
 
 
@@ -431,8 +436,8 @@ def test_out_format_png_keeps_known_pixels_of_a_jpeg_exact_and_jpg_re_encodes(tm
     decoded = imageio.read_image(inputs / "photo.jpg")
     for out_format in ("png", "jpg"):
         out = tmp_path / out_format
-        cli.run(checkpoint, str(inputs), str(out), mlist=str(tmp_path / "photo.png"), out_format=out_format,
-                jpeg_quality=75)
+        cli.run(InferConfig(checkpoint, str(inputs), str(out), masks=str(tmp_path / "photo.png"),
+                            out_format=out_format, jpeg_quality=75))
         assert os.listdir(out) == [f"photo.{out_format}"]
         written = imageio.read_image(out / f"photo.{out_format}")
         exact = np.mean(np.all(written[hole == 0] == decoded[hole == 0], axis=1))
@@ -456,7 +461,8 @@ def test_exif_orientation_6_photo_with_a_mask_drawn_as_displayed(tmp_path, check
     hole = np.zeros((44, 28), np.float32)
     hole[4:14, 6:20] = 1  # near the displayed top
     masks.write_mask(str(tmp_path / "phone.png"), hole)
-    counts = cli.run(checkpoint, str(inputs), str(out), mlist=str(tmp_path / "phone.png"), out_format="png")
+    counts = cli.run(InferConfig(checkpoint, str(inputs), str(out), masks=str(tmp_path / "phone.png"),
+                                 out_format="png"))
     assert counts == {"written": 1, "skipped": 0, "kept": 0}
     written = imageio.read_image(out / "phone.png")
     assert written.shape == displayed.shape
@@ -476,11 +482,12 @@ def test_infer_py_refuses_to_write_over_its_inputs(tmp_path, checkpoint):
     assert result.returncode != 0
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1 and "would replace the input" in error_lines[0] and "a.png" in error_lines[0]
+    assert "choose an --out folder" in error_lines[0]  # the library names the setting, the command its flag
     assert (inputs / "a.png").read_bytes() == before and os.listdir(inputs) == ["a.png"]
     # Two inputs that would land on one output are refused too.
     imageio.write_image(inputs / "a.jpg", image)
     with pytest.raises(ValueError, match="both be written"):
-        cli.run(checkpoint, str(inputs), str(tmp_path / "out"), gen_masks=True, out_format="png")
+        cli.run(InferConfig(checkpoint, str(inputs), str(tmp_path / "out"), gen_masks=True, out_format="png"))
 
 
 def test_api_rejects_float_images_outside_0_1_and_nan(inpainter):

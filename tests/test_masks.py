@@ -12,6 +12,7 @@ from absl import flags
 
 import tfinpaint
 from tfinpaint import masks
+from tfinpaint.flags import declare
 from tfinpaint.masks import cli as mask_cli
 
 SIZES = [(96, 160), (200, 120), (40, 70)]
@@ -338,20 +339,24 @@ def test_write_then_read_round_trip_with_non_ascii_path(tmp_path):
 # ---------------------------------------------------------------- CLI
 
 
-def _parsed_flags(*args):
+def _flag_values(*args):
     flag_values = flags.FlagValues()
-    mask_cli.define_flags(flag_values)
-    mask_cli.define_flags(flag_values)  # idempotent: the training CLI calls it again
+    declare("masks", mask_cli.COMMAND_FLAGS, flag_values)
+    declare("train", mask_cli.COMMAND_FLAGS, flag_values)  # the training command declares them again
     flag_values(["prog", *args])
     return flag_values
+
+
+def _parsed_flags(*args):
+    return mask_cli.config_from_flags(_flag_values(*args))
 
 
 def test_cli_in_process_writes_seeded_files_and_prints_stats(tmp_path, capsys):
     common = ["--__gen_masks__", "true", "--__mask_type__", "bbox", "--num_masks", "3",
               "--mask_height", "64", "--mask_width", "96"]
-    flag_values = _parsed_flags(*common, "--mask_dir", str(tmp_path / "a"))
-    assert mask_cli.gen_masks_requested(flag_values)
-    stats = mask_cli.run_from_flags(flag_values)
+    config = _parsed_flags(*common, "--mask_dir", str(tmp_path / "a"))
+    assert config == mask_cli.MaskConfig(str(tmp_path / "a"), "bbox", 3, 64, 96, 0, False)
+    stats = mask_cli.run(config)
     out = capsys.readouterr().out
     assert "wrote 3 bbox masks of 64x96" in out and "hole area" in out and "0.1-0.2" in out
 
@@ -362,15 +367,16 @@ def test_cli_in_process_writes_seeded_files_and_prints_stats(tmp_path, capsys):
         np.testing.assert_array_equal(mask, masks.indexed_mask("bbox", 64, 96, 0, index))
     assert stats["count"] == 3 and stats["mean"] == pytest.approx(np.mean([m.mean() for m in read]))
 
-    mask_cli.run_from_flags(_parsed_flags(*common, "--mask_dir", str(tmp_path / "b")))
-    mask_cli.run_from_flags(_parsed_flags(*common, "--mask_dir", str(tmp_path / "c"), "--mask_seed", "1"))
+    mask_cli.run(_parsed_flags(*common, "--mask_dir", str(tmp_path / "b")))
+    mask_cli.run(_parsed_flags(*common, "--mask_dir", str(tmp_path / "c"), "--mask_seed", "1"))
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert any((tmp_path / "a" / n).read_bytes() != (tmp_path / "c" / n).read_bytes() for n in names)
 
-    with pytest.raises(FileExistsError, match="mask_00000.png already exists.*--mask_overwrite"):
-        mask_cli.run_from_flags(_parsed_flags(*common, "--mask_dir", str(tmp_path / "a"), "--mask_seed", "1"))
-    mask_cli.run_from_flags(
+    with pytest.raises(FileExistsError, match="mask_00000.png already exists.*pass overwrite to replace") as error:
+        mask_cli.run(_parsed_flags(*common, "--mask_dir", str(tmp_path / "a"), "--mask_seed", "1"))
+    assert "pass --mask_overwrite to replace" in mask_cli.error_line(error.value)
+    mask_cli.run(
         _parsed_flags(*common, "--mask_dir", str(tmp_path / "a"), "--mask_seed", "1", "--mask_overwrite")
     )
     replaced = (tmp_path / "a" / "mask_00001.png").read_bytes()
@@ -380,10 +386,10 @@ def test_cli_in_process_writes_seeded_files_and_prints_stats(tmp_path, capsys):
 def test_gen_masks_flag_accepts_separated_boolean_words():
     words = [("true", True), ("YES", True), ("1", True), ("false", False), ("no", False), ("0", False)]
     for word, expected in words:
-        assert mask_cli.gen_masks_requested(_parsed_flags("--__gen_masks__", word)) is expected
-    assert not mask_cli.gen_masks_requested(_parsed_flags())
+        assert mask_cli.gen_masks_requested(_flag_values("--__gen_masks__", word)) is expected
+    assert not mask_cli.gen_masks_requested(_flag_values())
     with pytest.raises(flags.IllegalFlagValueError, match="__gen_masks__"):
-        _parsed_flags("--__gen_masks__", "maybe")
+        _flag_values("--__gen_masks__", "maybe")
 
 
 def test_console_script_subprocess(tmp_path):

@@ -132,7 +132,7 @@ def test_recipe_without_vgg_weights(tmp_path, monkeypatch):
     recipe.phases[0].on_start(models)  # a missing VGG file is not an error until the loss needs it
     image, mask = _batch()
     batch = {"image": image, "mask": mask}
-    with pytest.raises(FileNotFoundError, match="--vgg_weights PATH"):
+    with pytest.raises(FileNotFoundError, match="give vgg_weights PATH"):
         recipe.generator_loss(models, batch, recipe.weights_for(recipe.phases[0]), True)
     # Without the VGG terms, a user "l1" weight sets valid to l1 and hole to 6 * l1.
     weights = recipe.weights_for(recipe.phases[0], {"l1": 2.0, "perceptual": 0.0, "gan": 0.5})

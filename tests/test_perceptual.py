@@ -53,7 +53,7 @@ def test_missing_weights_give_one_line_instructions(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as error:
         load_vgg16_features()
     message = str(error.value)
-    assert "\n" not in message and "--vgg_weights PATH" in message
+    assert "\n" not in message and "give vgg_weights PATH" in message
     assert str(tmp_path / "models" / perceptual.VGG_CACHE_FILENAME) in message
     with pytest.raises(FileNotFoundError, match="not found: .*nowhere.weights.h5"):
         load_vgg16_features(str(tmp_path / "nowhere.weights.h5"))

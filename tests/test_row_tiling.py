@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfinpaint import models
 from tfinpaint.layers.row_tiling import Downsample, Local, Upsample, map_row_tiles, nearest_source_rows
+from tfinpaint.layers.static_trace import unrolled_loops
 
 
 def _repeat_resize(x, size):
@@ -70,6 +71,22 @@ def test_tiled_chain_equals_whole_image_and_a_short_halo_does_not(resize):
     # A halo shorter than the receptive field sees the bands' zero padding: the check above can fail.
     short = map_row_tiles(x, steps, tile_rows=4, halo_rows=2).numpy()
     assert np.abs(short - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("resize", [_repeat_resize, _align_corners_resize], ids=["repeat", "align_corners"])
+def test_unrolled_bands_of_a_fixed_size_trace_equal_the_whole_image_without_a_loop(resize):
+    # Fixed-size export traces (static_trace.unrolled_loops) emit the bands as straight-line ops: no While and
+    # no TensorArray in the graph, the same numbers as the whole image, uneven last band included.
+    steps, whole = _chain(resize)
+    x = tf.constant(np.random.default_rng(1).normal(size=(1, 44, 20, 4)), tf.float32)  # bands of 12, 12, 12, 8
+    expected = whole(x).numpy()
+    with unrolled_loops():
+        concrete = tf.function(lambda t: map_row_tiles(t, steps, 12, 16)).get_concrete_function(
+            tf.TensorSpec(x.shape, tf.float32))
+    ops = {node.op for node in concrete.graph.as_graph_def().node}
+    assert not any("While" in op or "TensorArray" in op for op in ops), ops
+    assert concrete.outputs[0].shape == expected.shape
+    np.testing.assert_allclose(concrete(x).numpy(), expected, rtol=0, atol=1e-5)
 
 
 def test_map_row_tiles_rejects_unknown_steps_and_negative_halo():

@@ -352,16 +352,17 @@ def test_cli_resumes_after_sigkill_without_corrupt_files(tmp_path):
 def test_cli_flags_parse_as_users_type_them():
     from absl import flags
 
+    from tfinpaint.flags import declare
     from tfinpaint.training import cli
 
     values = flags.FlagValues()
-    cli.define_flags(values)
+    declare("train", cli.COMMAND_FLAGS, values)
     values(["train.py", "--__lambda_l1__", "1.0", "--flist", "photos", "--__mask_type__", "bbox",
             "--mixed_precision", "--__lambda_gan__=0.5", "--cnum", "16", "--__gen_masks__", "false"])
     assert values["__lambda_l1__"].value == 1.0 and values["__lambda_gan__"].value == 0.5
     assert values["__flist__"].value == "photos" and values["__mask_type__"].value == "bbox"
     assert values["mixed_precision"].value is True and values["__gen_masks__"].value is False
-    assert values["model"].value == "deepfill_v2" and values["cnum"].value == 16
+    assert values["model"].value is None and values["cnum"].value == 16  # None: cli.DEFAULT_MODEL
     assert values["__lambda_perceptual__"].value is None and values["max_steps"].value == 1000
     assert cli.parse_model_options("levels=4, bgr=False,name=x") == {"levels": 4, "bgr": False, "name": "x"}
     with pytest.raises(ValueError, match="expected key=value"):

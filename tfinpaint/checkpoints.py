@@ -28,6 +28,8 @@ import os
 
 import tensorflow as tf
 
+from tfinpaint.settings import SettingError
+
 MODEL_CONFIG_FILE = "model.json"
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -288,7 +290,8 @@ def read_model_config(ckpt_dir) -> dict:
     """``model.json`` of a checkpoint folder: {"model": name, "options": {...}, ...}."""
     path = os.path.join(os.fspath(ckpt_dir), MODEL_CONFIG_FILE)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: missing (not a tfinpaint checkpoint folder; pass --model to override)")
+        raise SettingError(f"{path}: missing (not a tfinpaint checkpoint folder; give the <model> name to "
+                           "override)")
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)

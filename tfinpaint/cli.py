@@ -11,7 +11,7 @@ COMMANDS = {
     "masks": ("tfinpaint.masks.cli", "generate a mask dataset (PNG files) and print hole-area statistics"),
     "train": ("tfinpaint.training.cli", "train a model (same flags as train.py)"),
     "infer": ("tfinpaint.inference.cli", "inpaint a folder of images (same flags as infer.py)"),
-    "export": ("tfinpaint.export", "export a checkpoint as a SavedModel or TFLite model"),
+    "export": ("tfinpaint.export_cli", "export a checkpoint as a SavedModel or TFLite model"),
     "eval": ("tfinpaint.evaluation.cli", "evaluate a checkpoint on a seeded mask set"),
     "serve": ("tfinpaint.serve.cli", "a local web page to paint a mask and inpaint, with an HTTP API"),
     "convert": ("tfinpaint.convert.cli", "convert released official weights into a checkpoint folder"),

@@ -26,6 +26,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfinpaint import imageio
+from tfinpaint.settings import SettingError
 
 IMAGE_EXTENSIONS = imageio.IMAGE_EXTENSIONS
 
@@ -69,8 +70,8 @@ def sample_images() -> list:
     paths = [os.path.join(folder, name) for folder, names in folders for name in names]
     paths = [path for path in paths if os.path.isfile(path)]
     if not paths:
-        raise ValueError("no built-in sample photos found in the scikit-image / scikit-learn installation; "
-                         "pass --__flist__ <folder of photos>")
+        raise SettingError("no built-in sample photos found in the scikit-image / scikit-learn installation; "
+                           "give <images> (a folder of photos)")
     return paths
 
 

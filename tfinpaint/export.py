@@ -1,4 +1,4 @@
-"""``tfinpaint export --gpath CKPT --format savedmodel|tflite --out PATH``.
+"""Export of a checkpoint as a SavedModel or a TFLite model (the command: ``tfinpaint.export_cli``).
 
 SavedModel
     The ``serving_default`` signature takes ``image`` (uint8 [H, W, 3] RGB, any H and W) and ``mask`` (uint8
@@ -16,36 +16,42 @@ SavedModel
       through contextual residual aggregation, as ``tfinpaint.models.cra.inpaint_high_res``.
 
 TFLite (``--tflite_size``, default 256: TFLite needs static shapes here)
-    The serving graph is converted at a fixed square size with TFLite built-in ops first, then, only if that
-    fails, with select TensorFlow ops (the Flex delegate, which the ``tensorflow`` 2.21 pip package's
+    The serving graph is traced at a fixed square size and converted with TFLite built-in ops first, then, only
+    if that fails, with select TensorFlow ops (the Flex delegate, which the ``tensorflow`` 2.21 pip package's
     ``tf.lite.Interpreter`` does not link: an app must add ``tensorflow-lite-select-tf-ops``). Weights are frozen
-    to constants before conversion. Outcome per model (TF 2.21; checked at narrow widths with random weights,
-    ``--verify`` runs ``tf.lite.Interpreter`` against the Keras model):
+    to constants before conversion. The trace makes two changes, both giving the same values:
 
-    * ``glcic``, ``pconv``: built-in ops only; same bytes as the Keras path.
-    * ``deepfill_v1``, ``deepfill_v2``, ``cra``: built-in ops only thanks to one substitution made while tracing
-      for TFLite: contextual attention's ``tf.image.extract_patches`` (``ExtractImagePatches``, the only op of
-      these graphs without a TFLite kernel) becomes ``gather_patches``, the same values through one GATHER. The
-      attention's loop over query chunks converts to a TFLite WHILE. Output within 1 grey level of Keras.
-      Without the substitution they convert only with select TF ops.
-    * ``cra``: only its fixed-size network path converts (``--tflite_size`` <= 512); the high-resolution path
-      (residual aggregation at the input's own size) is SavedModel-only.
-    No model fails to convert.
+    * contextual attention's ``tf.image.extract_patches`` (``ExtractImagePatches``, which has no TFLite kernel)
+      becomes ``gather_patches``, one GATHER;
+    * loops are unrolled (``tfinpaint.layers.static_trace``): the attention's chunks over query cells and
+      DeepFill's row-tiled full-resolution ends (``--tflite_size`` above 512) become straight-line ops with
+      constant indices, so the model holds no WHILE, no TensorList (a select TF op) and no dynamically shaped
+      tensor.
+
+    All five models convert with built-in ops only and run in the default ``tf.lite.Interpreter(model_path=...)``
+    with its XNNPACK delegate (TF 2.21; checked at narrow widths with random weights; ``--verify`` runs it on a
+    random image against the Python API: output within 1 grey level, known pixels equal). The attention models
+    once failed there with "XNNPack delegate failed to reshape runtime": XNNPACK cannot prepare a MAXIMUM with a
+    non-zero constant after a convolution, which the attention's key-norm floor was; it is now a select.
+    ``cra``: only its fixed-size network path converts (``--tflite_size`` <= 512); the high-resolution path
+    (residual aggregation at the input's own size) is SavedModel-only. Likewise the other models export sizes up
+    to their working area (``Inpainter.max_pixels``: 1024 x 1024 for GLCIC and PConv, 2048 x 2048 for DeepFill);
+    beyond it the region-around-the-holes path has mask-dependent shapes and ops without TFLite kernels
+    (``ResizeArea``, ``Ceil``), so it is SavedModel-only and a larger ``--tflite_size`` is a one-line error.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import numpy as np
 import tensorflow as tf
-from absl import flags
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from tfinpaint.flags_util import define
 from tfinpaint.inference.api import load
-
-FLAGS = flags.FLAGS
+from tfinpaint.layers.static_trace import unrolled_loops
+from tfinpaint.settings import SettingError
 
 
 def pad_indices(size, target, symmetric):
@@ -304,11 +310,14 @@ def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
     """Converts the serving graph at a fixed ``size`` x ``size``, built-in ops first, then with select TF ops.
     Writes ``out_path`` and returns which op set it needed (``BUILTIN_OPS`` or ``SELECT_OPS``)."""
     if inpainter.hd_strategy == "cra" and size > inpainter.working_size:
-        raise ValueError(f"export: --tflite_size {size} for {inpainter.model_name} must be <= "
-                         f"{inpainter.working_size} (its high-resolution "
-                         "path depends on the input size and exports to SavedModel only)")
+        raise SettingError(f"for {inpainter.model_name} must be <= {inpainter.working_size} (its high-resolution "
+                           "path depends on the input size and exports to SavedModel only)", "tflite_size", size)
+    if inpainter.hd_strategy != "cra" and size * size > inpainter.max_pixels:
+        raise SettingError(f"for {inpainter.model_name} must be <= {math.isqrt(inpainter.max_pixels)} (larger images "
+                           "take the region-around-the-holes path, whose size depends on the mask and exports to "
+                           "SavedModel only)", "tflite_size", size)
     module = ServingModule(inpainter)
-    with _builtin_patch_extraction():
+    with _builtin_patch_extraction(), unrolled_loops():
         concrete = tf.function(module.inpaint).get_concrete_function(
             tf.TensorSpec([size, size, 3], tf.uint8, name="image"), tf.TensorSpec([size, size], tf.uint8, name="mask"))
     # Weights become constants first: left to the converter, some stay resource variables whose READ_VARIABLE
@@ -328,7 +337,7 @@ def export_tflite(inpainter, out_path: str, size: int = 256) -> str:
         with open(out_path, "wb") as handle:
             handle.write(flatbuffer)
         return label
-    raise RuntimeError(f"export: TFLite conversion of {inpainter.model_name} failed: {'; '.join(errors)}")
+    raise RuntimeError(f"TFLite conversion of {inpainter.model_name} failed: {'; '.join(errors)}")
 
 
 def _first_line(error) -> str:
@@ -337,9 +346,15 @@ def _first_line(error) -> str:
 
 
 def run_tflite(path: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Runs an exported TFLite model on one image (uint8 [S, S, 3]) and mask (uint8 [S, S], > 127 = hole)."""
-    interpreter = tf.lite.Interpreter(model_path=path)
-    interpreter.allocate_tensors()
+    """Runs an exported TFLite model on one image (uint8 [S, S, 3]) and mask (uint8 [S, S], > 127 = hole) in the
+    default ``tf.lite.Interpreter`` (XNNPACK on), as an app would. A model that does not load or prepare there
+    is a one-line RuntimeError naming the file."""
+    try:
+        interpreter = tf.lite.Interpreter(model_path=path)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        raise RuntimeError(f"export: {path} does not run in the default tf.lite.Interpreter: "
+                           f"{_first_line(error)}") from None
     by_name = {detail["name"]: detail["index"] for detail in interpreter.get_input_details()}
     for name, value in (("image", image), ("mask", mask)):
         index = next(index for key, index in by_name.items() if name in key)
@@ -350,7 +365,7 @@ def run_tflite(path: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def verify_tflite(inpainter, path: str, size: int, seed: int = 0) -> int:
     """Largest per-pixel difference (grey levels) between the TFLite model and ``inpainter`` on a random image
-    with a centred rectangular hole; raises if a known pixel differs from the input."""
+    with a centred rectangular hole; a one-line RuntimeError if a known pixel differs from the input."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     mask = np.zeros((size, size), np.uint8)
@@ -358,31 +373,17 @@ def verify_tflite(inpainter, path: str, size: int, seed: int = 0) -> int:
     lite = run_tflite(path, image, mask)
     keras_output = inpainter(image, mask)
     if not np.array_equal(lite[mask <= 127], image[mask <= 127]):
-        raise AssertionError(f"export: {path} changed known pixels")
+        raise RuntimeError(f"export: {path} changed known pixels")
     return int(np.abs(lite.astype(np.int16) - keras_output.astype(np.int16)).max())
-
-
-def define_flags(flag_values=FLAGS) -> None:
-    define("string", "__gpath__", None, "Checkpoint folder written by train.py.", flag_values, aliases=["gpath"])
-    define("enum", "format", "savedmodel", "Export format.", flag_values, enum_values=["savedmodel", "tflite"])
-    define("string", "out", "outputs", "Output path (a folder for SavedModel, a .tflite file for TFLite).",
-           flag_values)
-    define("string", "model", None, "Model name; overrides the one stored in the checkpoint folder.", flag_values)
-    define("integer", "tflite_size", 256, "Fixed input side of the TFLite model.", flag_values)
-    define("boolean", "verify", False, "TFLite: run the exported model in tf.lite.Interpreter and compare it "
-           "with the Keras model on a random image.", flag_values)
-
-
-define_flags()
 
 
 def run(gpath: str, export_format: str = "savedmodel", out: str = "outputs", model=None, tflite_size: int = 256,
         verify: bool = False) -> str:
     """Exports the checkpoint folder ``gpath``; returns what was written (one line per step)."""
     if export_format not in ("savedmodel", "tflite"):
-        raise ValueError(f"export: --format must be savedmodel or tflite, got {export_format!r}")
+        raise SettingError("must be savedmodel or tflite", "format", repr(export_format))
     if export_format == "tflite" and tflite_size < 1:
-        raise ValueError(f"export: --tflite_size must be positive, got {tflite_size}")
+        raise SettingError("must be positive", "tflite_size", tflite_size)
     inpainter = load(gpath, model=model)
     if export_format == "savedmodel":
         return f"SavedModel ({inpainter.model_name}) written to {export_savedmodel(inpainter, out)}"
@@ -393,14 +394,3 @@ def run(gpath: str, export_format: str = "savedmodel", out: str = "outputs", mod
         report += (f"\nverified in tf.lite.Interpreter: known pixels equal, largest difference from the Keras model "
                    f"{difference} grey level(s)")
     return report
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise SystemExit(f"export: unexpected arguments {' '.join(argv[1:])}")
-    if not FLAGS.__gpath__:
-        raise SystemExit("export: --gpath CKPT_DIR is required")
-    try:
-        print(run(FLAGS.__gpath__, FLAGS.format, FLAGS.out, FLAGS.model, FLAGS.tflite_size, FLAGS.verify))
-    except (ValueError, RuntimeError) as error:
-        raise SystemExit(str(error)) from None

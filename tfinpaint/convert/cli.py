@@ -5,37 +5,71 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from absl import flags
 
+from tfinpaint import flags as cli_flags
 from tfinpaint.convert.common import ConvertError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("src", None, "the download: a TF1 checkpoint folder (state file 'checkpoint' or "
-                    "'checkpoint.txt') or prefix, HiFill's frozen hifill.pb, or a GLCIC .t7 file")
-flags.DEFINE_string("out", None, "checkpoint folder to write (tfinpaint.load, infer.py, eval and export read it)")
-flags.DEFINE_enum("model", None, ["deepfill_v1", "deepfill_v2", "cra", "hifill", "glcic"],
-                  "model of the release; detected from the tensor names when left out")
-flags.DEFINE_bool("discriminator", False, "also convert the discriminator / critic tensors (to fine-tune with "
-                  "train.py --init_from OUT)")
-flags.DEFINE_bool("overwrite", False, "replace OUT if it exists")
-flags.DEFINE_bool("bgr", True, "keep the official BGR channel order inside the network; --nobgr flips the "
-                  "colour channels in the weights instead (same outputs)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """One conversion: the download ``src`` into the checkpoint folder ``out``; see
+    ``tfinpaint.convert.convert`` for ``model``, ``discriminator``, ``overwrite`` and ``bgr``."""
+
+    src: str
+    out: str
+    model: str | None = None
+    discriminator: bool = False
+    overwrite: bool = False
+    bgr: bool = True
+
+
+# ConvertConfig setting -> flag: builds the config and spells the settings in error messages.
+FLAG_FOR_SETTING = {
+    "src": "src",
+    "out": "out",
+    "model": "model",
+    "discriminator": "discriminator",
+    "overwrite": "overwrite",
+    "bgr": "bgr",
+}
+cli_flags.declare("convert", FLAG_FOR_SETTING.values())
+
+
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> ConvertConfig:
+    return cli_flags.config_from_flags(ConvertConfig, FLAG_FOR_SETTING, flag_values)
+
+
+def run(config: ConvertConfig) -> dict:
+    """Converts as ``config`` says; returns ``convert``'s report."""
+    from tfinpaint.convert.converter import convert
+
+    return convert(config.src, config.out, model=config.model, discriminator=config.discriminator,
+                   overwrite=config.overwrite, bgr=config.bgr)
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line, settings spelled as this command's flags."""
+    return cli_flags.render_error(error, FLAG_FOR_SETTING)
 
 
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"tfinpaint convert: unexpected arguments {' '.join(argv[1:])}")
-    if not FLAGS.src or not FLAGS.out:
+    # --out has a default for the other commands; here the folder must be named.
+    if not FLAGS.src or not FLAGS["out"].present:
         sys.exit("tfinpaint convert: --src and --out are required")
-    from tfinpaint.convert.converter import DISPLAY_NAMES, convert
+    from tfinpaint.convert.converter import DISPLAY_NAMES
 
     try:
-        report = convert(FLAGS.src, FLAGS.out, model=FLAGS.model, discriminator=FLAGS.discriminator,
-                         overwrite=FLAGS.overwrite, bgr=FLAGS.bgr)
+        report = run(config_from_flags())
     except ConvertError as error:
-        sys.exit(f"tfinpaint convert: error: {error}")
+        sys.exit(f"tfinpaint convert: error: {error_line(error)}")
     print(f"{DISPLAY_NAMES[report['model']]}: {report['tensors']} tensors ({report['parameters']:,} values) "
           f"from {report['src']} -> {report['out']}; {len(report['ignored'])} other tensors ignored "
           "(optimizer slots, step counters, networks not asked for)")

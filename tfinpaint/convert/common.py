@@ -13,9 +13,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tfinpaint.settings import SettingError
 
-class ConvertError(ValueError):
-    """A conversion that cannot be completed; its message is one line that names the file or tensor at fault."""
+
+class ConvertError(SettingError):
+    """A conversion that cannot be completed; its message is one line that names the file or tensor at fault
+    (or the setting: ``ConvertError(message, "model", value)``)."""
 
 
 class Target(NamedTuple):
@@ -90,7 +93,7 @@ def check_output_folder(out, overwrite: bool) -> str:
         if not os.path.isdir(out):
             raise ConvertError(f"{out}: exists and is not a folder")
         if not overwrite and os.listdir(out):
-            raise ConvertError(f"{out}: already exists; pass --overwrite (overwrite=True) to replace it")
+            raise ConvertError(f"{out}: already exists; pass <overwrite> to replace it")
     return out
 
 

@@ -36,7 +36,7 @@ def _canonical(model: str | None):
         return None
     name = _ALIASES.get(model.lower(), model.lower())
     if name not in MODELS:
-        raise ConvertError(f"--model {model!r}: choose one of {', '.join(MODELS)} (or leave it out to detect it)")
+        raise ConvertError(f"choose one of {', '.join(MODELS)} (or leave it out to detect it)", "model", repr(model))
     return name
 
 
@@ -79,7 +79,7 @@ class _Conversion(NamedTuple):
 def _from_t7(src: str, name, discriminator: bool) -> _Conversion:
     """GLCIC: the completion network of an official Torch7 file."""
     if name not in (None, "glcic"):
-        raise ConvertError(f"{src}: this is a GLCIC Torch7 file; use --model glcic")
+        raise ConvertError(f"{src}: this is a GLCIC Torch7 file; use <model> glcic")
     if discriminator:
         raise ConvertError(f"{src}: the GLCIC release holds only the completion network (no discriminator)")
     root = load_t7(src)
@@ -97,7 +97,7 @@ def _not_t7(src: str):
     readable = os.path.isdir(src) or os.path.exists(src + ".index") or src.endswith(".pb")
     detected = detect_model(read_source(src).shapes) if readable else None
     if detected in MODELS:
-        raise ConvertError(f"{src}: this is a {DISPLAY_NAMES[detected]} checkpoint; use --model {detected}")
+        raise ConvertError(f"{src}: this is a {DISPLAY_NAMES[detected]} checkpoint; use <model> {detected}")
     raise ConvertError(f"{src}: not a Torch7 .t7 file (the GLCIC release is completionnet_*.t7)")
 
 
@@ -108,10 +108,10 @@ def _from_tensors(src: str, name, discriminator: bool, bgr: bool) -> _Conversion
     if detected == "deepfill":  # DeepFill, but the layers that tell v1 from v2 are missing
         if name not in ("deepfill_v1", "deepfill_v2"):
             raise ConvertError(f"{source.path}: a DeepFill checkpoint whose version cannot be told from its "
-                               "tensors; pass --model deepfill_v1 or deepfill_v2")
+                               "tensors; pass <model> deepfill_v1 or deepfill_v2")
         detected = name
     if name is not None and detected is not None and detected != name:
-        raise ConvertError(f"{source.path}: this is a {DISPLAY_NAMES[detected]} checkpoint; use --model {detected}")
+        raise ConvertError(f"{source.path}: this is a {DISPLAY_NAMES[detected]} checkpoint; use <model> {detected}")
     if detected is None:
         found = ", ".join(sorted(source.shapes)[:5]) or "no float tensors"
         wanted = f"{DISPLAY_NAMES[name]} " if name else ""
@@ -119,7 +119,7 @@ def _from_tensors(src: str, name, discriminator: bool, bgr: bool) -> _Conversion
                            f"{', ...' if len(source.shapes) > 5 else ''})")
     if discriminator and source.kind == "frozen_graph":
         raise ConvertError(f"{source.path}: a frozen inference graph holds no discriminator; convert the "
-                           "training checkpoint for --discriminator")
+                           "training checkpoint for <discriminator>")
     module, critic_targets = _mapping(detected)
     options = module.parity_options(bgr)
     bundle = _build(detected, options)

@@ -6,8 +6,9 @@ that errors read ``--eval_size 8: ...`` there and ``size 8: ...`` in the API.
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from tfinpaint.settings import SettingError  # noqa: F401  (raised by the evaluation modules)
 
 DEFAULT_BINS = "0.01-0.1,0.1-0.2,0.2-0.3,0.3-0.4,0.4-0.5,0.5-0.6"
 DEFAULT_SIZE = 256
@@ -49,24 +50,3 @@ class EvalConfig:
 
 
 SETTINGS = tuple(field.name for field in dataclasses.fields(EvalConfig))
-_MENTION = re.compile(r"<(" + "|".join(SETTINGS) + r")>")
-
-
-class SettingError(ValueError):
-    """A one-line error about the run's settings or inputs.
-
-    ``setting`` (an ``EvalConfig`` field, or None) is the setting at fault, ``value`` the value given to it;
-    ``<name>`` in the message mentions another setting. ``str()`` spells settings as the API does;
-    ``render(spell)`` lets a command line spell them as its flags.
-    """
-
-    def __init__(self, message: str, setting: str | None = None, value=None):
-        self.message, self.setting, self.value = message, setting, value
-        super().__init__(self.render(lambda name: name))
-
-    def render(self, spell: Callable[[str], str]) -> str:
-        text = _MENTION.sub(lambda match: spell(match.group(1)), self.message)
-        if self.setting is None:
-            return text
-        prefix = spell(self.setting) if self.value is None else f"{spell(self.setting)} {self.value}"
-        return f"{prefix}: {text}"

@@ -14,6 +14,7 @@ Existing outputs are kept unless ``--overwrite``; an output that would replace a
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -22,43 +23,72 @@ import cv2
 import numpy as np
 from absl import flags
 
+from tfinpaint import flags as cli_flags
 from tfinpaint import imageio
-from tfinpaint.flags_util import define
+from tfinpaint.settings import SettingError
 
 FLAGS = flags.FLAGS
 OUT_FORMATS = ("same", "png", "jpg")
 
 
-def define_flags(flag_values=FLAGS) -> None:
-    define("string", "__gpath__", None, "Checkpoint folder written by train.py.", flag_values, aliases=["gpath"])
-    define("string", "__flist__", None, "Folder (recursive) or text file listing the images.", flag_values,
-           aliases=["flist"])
-    define("string", "__mlist__", None, "Folder, text file or single mask file (white = hole).", flag_values,
-           aliases=["mlist"])
-    define("string", "out", "outputs", "Output folder.", flag_values)
-    define("string", "model", None, "Model name; overrides the one stored in the checkpoint folder.", flag_values)
-    define("enum", "mask_polarity", "hole", "hole: white = hole (DeepFill); valid: white = known (NVIDIA, HiFill).",
-           flag_values, enum_values=["hole", "valid"])
-    define("bool_value", "__gen_masks__", False, "Generate masks instead of reading --__mlist__.", flag_values)
-    define("enum", "__mask_type__", "free_form", "Mask type for generated masks.", flag_values,
-           enum_values=["free_form", "bbox", "single_bbox", "irregular", "mixed"])
-    define("integer", "mask_seed", 0, "Seed of generated masks (mask i is seeded with (seed, i), as in "
-           "tfinpaint masks).", flag_values)
-    define("boolean", "save_steps", False, "Also write <name>_steps.png: masked | coarse | flow | output.",
-           flag_values)
-    define("boolean", "overwrite", False, "Replace existing output files.", flag_values)
-    define("boolean", "pair_by_order", False, "Pair masks with images by sorted order when no mask file name "
-           "matches an image name (and the counts are equal).", flag_values)
-    define("enum", "out_format", "same", "Output format: same as the input, png (lossless; keeps 16 bits and "
-           "alpha) or jpg (re-encodes the known pixels too).", flag_values, enum_values=list(OUT_FORMATS))
-    define("integer", "jpeg_quality", imageio.DEFAULT_JPEG_QUALITY, "Quality of JPEG outputs (1-100).",
-           flag_values, lower_bound=1, upper_bound=100)
-    define("integer", "max_pixels", None, "Largest working area in pixels (default: per model).", flag_values)
-    define("enum", "precision", "float32", "Network compute precision; bfloat16 lowers peak memory on CPU.",
-           flag_values, enum_values=["float32", "bfloat16"])
+@dataclasses.dataclass(frozen=True)
+class InferConfig:
+    """One inference run.
+
+    checkpoint: checkpoint folder written by training; images: folder (recursive) or text file listing them;
+    out_dir: output folder. masks: folder, text file or one mask file (white = hole with ``mask_polarity``
+    "hole"); or ``gen_masks`` with ``mask_type`` and ``mask_seed``. model: overrides the stored model name.
+    max_pixels, precision: load-time options of ``tfinpaint.load``. The rest: see the command's flags.
+    """
+
+    checkpoint: str
+    images: str
+    out_dir: str = "outputs"
+    masks: str | None = None
+    model: str | None = None
+    mask_polarity: str = "hole"
+    gen_masks: bool = False
+    mask_type: str = "free_form"
+    mask_seed: int = 0
+    save_steps: bool = False
+    overwrite: bool = False
+    pair_by_order: bool = False
+    out_format: str = "same"
+    jpeg_quality: int = imageio.DEFAULT_JPEG_QUALITY
+    max_pixels: int | None = None
+    precision: str = "float32"
 
 
-define_flags()
+# InferConfig setting -> flag: builds the config and spells the settings in error messages.
+FLAG_FOR_SETTING = {
+    "checkpoint": "__gpath__",
+    "images": "__flist__",
+    "out_dir": "out",
+    "masks": "__mlist__",
+    "model": "model",
+    "mask_polarity": "mask_polarity",
+    "gen_masks": "__gen_masks__",
+    "mask_type": "__mask_type__",
+    "mask_seed": "mask_seed",
+    "save_steps": "save_steps",
+    "overwrite": "overwrite",
+    "pair_by_order": "pair_by_order",
+    "out_format": "out_format",
+    "jpeg_quality": "jpeg_quality",
+    "max_pixels": "max_pixels",
+    "precision": "precision",
+}
+cli_flags.declare("infer", FLAG_FOR_SETTING.values())
+
+
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> InferConfig:
+    checkpoint = cli_flags.single(flag_values["__gpath__"].value)
+    return cli_flags.config_from_flags(InferConfig, FLAG_FOR_SETTING, flag_values, checkpoint=checkpoint)
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line, settings spelled as this command's flags."""
+    return cli_flags.render_error(error, FLAG_FOR_SETTING)
 
 
 def _stem(path: str) -> str:
@@ -84,12 +114,12 @@ def pair_masks(images: list, masks: list, by_order: bool = False) -> list:
     if any(mask is not None for mask in paired):
         return paired
     if not by_order:
-        raise ValueError(f"no mask file is named like an image ({len(masks)} masks, {len(images)} images): name "
-                         "masks like their images (photo.jpg -> photo.png), or pass --pair_by_order to pair them "
-                         "by sorted order")
+        raise SettingError(f"no mask file is named like an image ({len(masks)} masks, {len(images)} images): "
+                           "name masks like their images (photo.jpg -> photo.png), or pass <pair_by_order> to pair "
+                           "them by sorted order")
     if len(masks) != len(images):
-        raise ValueError(f"--pair_by_order needs as many masks as images ({len(masks)} masks, "
-                         f"{len(images)} images)")
+        raise SettingError(f"needs as many masks as images ({len(masks)} masks, {len(images)} images)",
+                           "pair_by_order")
     return list(masks)
 
 
@@ -113,18 +143,18 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def check_outputs(images: list, targets: list, mask_files: list) -> None:
-    """Refuses an output that would replace one of the inputs (e.g. ``--out`` = the input folder), and two
+    """Refuses an output that would replace one of the inputs (e.g. the output folder = the input folder), and two
     inputs that would write the same output (e.g. a.jpg and a.png with ``--out_format png``)."""
     inputs = {os.path.realpath(path): path for path in list(images) + list(mask_files)}
     seen = {}
     for image_path, target in zip(images, targets):
         real = os.path.realpath(target)
         if real in inputs:
-            raise ValueError(f"output {target} would replace the input {inputs[real]}; choose an --out folder "
-                             "that holds no input")
+            raise SettingError(f"output {target} would replace the input {inputs[real]}; choose an <out_dir> "
+                               "folder that holds no input")
         if real in seen:
-            raise ValueError(f"{seen[real]} and {image_path} would both be written to {target}; use "
-                             "--out_format same or rename one")
+            raise SettingError(f"{seen[real]} and {image_path} would both be written to {target}; use "
+                               "<out_format> same or rename one")
         seen[real] = image_path
 
 
@@ -137,17 +167,15 @@ def steps_grid(steps: dict) -> np.ndarray:
     return np.concatenate(resized, axis=1)
 
 
-def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen_masks=False,
-        mask_type="free_form", mask_seed=0, save_steps=False, overwrite=False, max_pixels=None,
-        precision="float32", pair_by_order=False, out_format="same",
-        jpeg_quality=imageio.DEFAULT_JPEG_QUALITY, stream=None) -> dict:
-    """Inpaints every image of ``flist``; returns counts {"written", "skipped", "kept"}."""
+def run(config: InferConfig, stream=None) -> dict:
+    """Inpaints every image of ``config.images``; returns counts {"written", "skipped", "kept"}."""
     from tfinpaint import masks as mask_lib
     from tfinpaint.inference.api import _as_hole_mask, load
 
     stream = stream or sys.stdout
-    if not 1 <= int(jpeg_quality) <= 100:
-        raise ValueError(f"--jpeg_quality must be 1..100, got {jpeg_quality}")
+    flist, mlist, out_dir = config.images, config.masks, config.out_dir
+    if not 1 <= int(config.jpeg_quality) <= 100:
+        raise SettingError("must be 1..100", "jpeg_quality", config.jpeg_quality)
     images = imageio.list_image_files(flist)
     mask_files = []
     if mlist:
@@ -156,15 +184,16 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
             mask_for = mask_files * len(images)
         else:
             mask_files = imageio.list_image_files(mlist)
-            mask_for = pair_masks(images, mask_files, by_order=pair_by_order)
-    elif gen_masks:
+            mask_for = pair_masks(images, mask_files, by_order=config.pair_by_order)
+    elif config.gen_masks:
         mask_for = [None] * len(images)
     else:
-        raise ValueError("give masks with --__mlist__ or generate them with --__gen_masks__ true")
-    targets = [output_path(path, flist, out_dir, out_format) for path in images]
+        raise SettingError("give masks with <masks> or generate them with <gen_masks> true")
+    targets = [output_path(path, flist, out_dir, config.out_format) for path in images]
     check_outputs(images, targets, mask_files)
     # The polarity is applied once, when a mask file is read below; the inpainter then gets hole arrays.
-    inpainter = load(gpath, model=model, max_pixels=max_pixels, precision=precision)
+    inpainter = load(config.checkpoint, model=config.model, max_pixels=config.max_pixels,
+                     precision=config.precision)
     counts = {"written": 0, "skipped": 0, "kept": 0}
     started = time.time()
     for index, (image_path, target) in enumerate(zip(images, targets)):
@@ -173,7 +202,7 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
             counts["skipped"] += 1
             print(f"{prefix}: skipped: no mask named {_stem(image_path)}.* in {mlist}", file=stream)
             continue
-        if os.path.exists(target) and not overwrite:
+        if os.path.exists(target) and not config.overwrite:
             counts["kept"] += 1
             print(f"{prefix}: {target} exists, kept (pass --overwrite to replace it)", file=stream)
             continue
@@ -181,16 +210,17 @@ def run(gpath, flist, out_dir, mlist=None, model=None, mask_polarity="hole", gen
             photo = imageio.read_photo(image_path)
             image = photo.rgb
             if mask_for[index] is None:
-                hole = mask_lib.indexed_mask(mask_type, image.shape[0], image.shape[1], mask_seed, index)
+                hole = mask_lib.indexed_mask(config.mask_type, image.shape[0], image.shape[1], config.mask_seed,
+                                             index)
             else:
-                hole = _as_hole_mask(mask_for[index], image.shape[:2], mask_polarity, name=mask_for[index])
-            if save_steps:
+                hole = _as_hole_mask(mask_for[index], image.shape[:2], config.mask_polarity, name=mask_for[index])
+            if config.save_steps:
                 result, steps = inpainter(image, hole, return_steps=True, mask_polarity="hole")
             else:  # the network's other stages are then never computed into memory
                 result = inpainter(image, hole, mask_polarity="hole")
             imageio.write_image(target, imageio.compose(photo, result, hole), exif=photo.exif,
-                                jpeg_quality=jpeg_quality)
-            if save_steps:
+                                jpeg_quality=config.jpeg_quality)
+            if config.save_steps:
                 stem, _ = os.path.splitext(target)
                 imageio.write_image(f"{stem}_steps.png", steps_grid(steps))
         except (ValueError, OSError) as error:
@@ -213,12 +243,7 @@ def main(argv) -> None:
     if not FLAGS.__gpath__ or not FLAGS.__flist__:
         raise SystemExit("infer: --__gpath__ CKPT_DIR and --__flist__ IMAGES are required")
     try:
-        counts = run(FLAGS.__gpath__, FLAGS.__flist__, FLAGS.out, mlist=FLAGS.__mlist__, model=FLAGS.model,
-                     mask_polarity=FLAGS.mask_polarity, gen_masks=FLAGS.__gen_masks__,
-                     mask_type=FLAGS.__mask_type__, mask_seed=FLAGS.mask_seed, save_steps=FLAGS.save_steps,
-                     overwrite=FLAGS.overwrite, max_pixels=FLAGS.max_pixels, precision=FLAGS.precision,
-                     pair_by_order=FLAGS.pair_by_order, out_format=FLAGS.out_format,
-                     jpeg_quality=FLAGS.jpeg_quality)
+        counts = run(config_from_flags())
     except ValueError as error:
-        raise SystemExit(f"infer: {error}") from None
+        raise SystemExit(f"infer: {error_line(error)}") from None
     sys.exit(1 if counts["skipped"] else 0)

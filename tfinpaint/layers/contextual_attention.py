@@ -24,12 +24,19 @@ memory budget. Chunking gives the same numbers as the one-shot computation: each
 the few extra query rows the fuse needs (its raster and column-major neighbours, including the wrap-around ones),
 so memory grows linearly with image area. Chunks are square tiles of query cells, which keeps that overhead small.
 Flow images use each sample's own maximum offset (official: a running maximum over the batch).
+
+Fixed-size export (``tfinpaint.layers.static_trace.unrolled_loops``): when the input shapes are fully known while
+tracing, the chunk plan (query order, fuse neighbour sets, paste targets) is computed in NumPy and each chunk is
+emitted as straight-line ops with constant indices instead of one ``tf.while_loop`` whose tensors change size
+per iteration, so a TFLite model holds no WHILE and every shape is static. Same numbers either way.
 """
 from __future__ import annotations
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tfinpaint.layers.static_trace import unrolling
 
 # Score-sized float32 temporaries alive at once inside one chunk (raw tile, the fused tile and the gathered or
 # shifted copies it is built from, logits, softmax): memory_budget_mb is divided by this many score rows.
@@ -56,13 +63,15 @@ def _shift_last_axis(x, d):
 
 
 def _column_major_neighbour(index, d, height, width):
-    """Raster index of the cell ``d`` steps away from ``index`` in column-major order, or -1 past either end."""
+    """Raster index of the cell ``d`` steps away from ``index`` in column-major order, or -1 past either end.
+    ``index`` is a tensor, or a NumPy array for a plan made while tracing at a fixed size."""
+    where = np.where if isinstance(index, np.ndarray) else tf.where
     y = index // width
     x = index % width
     shifted = x * height + y + d
     valid = (shifted >= 0) & (shifted < height * width)
-    shifted = tf.where(valid, shifted, 0)
-    return tf.where(valid, (shifted % height) * width + shifted // height, -1)
+    shifted = where(valid, shifted, 0)
+    return where(valid, (shifted % height) * width + shifted // height, -1)
 
 
 def _permute_sources_column_major(x, d, height, width):
@@ -84,6 +93,10 @@ def _permute_sources_column_major(x, d, height, width):
 def _positions(indices, size):
     """Inverse map of an index set: ``pos[i]`` = row of i in ``indices``; every other i in [0, size] maps to row
     ``len(indices)``, where callers append a zero row (``size`` stands for "no such cell")."""
+    if isinstance(indices, np.ndarray):
+        positions = np.full(size + 1, len(indices), np.int32)
+        positions[indices] = np.arange(len(indices), dtype=np.int32)
+        return positions
     count = tf.shape(indices)[0]
     pos = tf.fill([size + 1], count)
     pos = tf.tensor_scatter_nd_update(pos, indices[:, None], tf.range(count))
@@ -92,9 +105,20 @@ def _positions(indices, size):
 
 def _index_set(candidates, size):
     """Sorted unique members of ``candidates`` that lie in [0, size)."""
+    if isinstance(candidates, np.ndarray):
+        return np.unique(candidates[(candidates >= 0) & (candidates < size)]).astype(np.int32)
     valid = tf.boolean_mask(candidates, (candidates >= 0) & (candidates < size))
     flags = tf.scatter_nd(valid[:, None], tf.ones_like(valid), [size])
     return tf.cast(tf.reshape(tf.where(flags > 0), [-1]), tf.int32)
+
+
+def _length(indices):
+    """Number of indices: a Python int for a NumPy plan, else a scalar tensor."""
+    return len(indices) if isinstance(indices, np.ndarray) else tf.shape(indices)[0]
+
+
+def _concat(parts):
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else tf.concat(parts, 0)
 
 
 def _flow_colour_wheel():
@@ -293,7 +317,13 @@ class ContextualAttention(keras.layers.Layer):
         return (y[:, None] + dy.reshape(1, -1)) * padded_w + x[:, None] + dx.reshape(1, -1)
 
     def _chunk_size(self, cells):
-        """Query cells per chunk (int32 scalar tensor) for a grid of ``cells`` cells."""
+        """Query cells per chunk for a grid of ``cells`` cells: an int32 scalar tensor, or a Python int when
+        ``cells`` is one (a plan made while tracing at a fixed size)."""
+        if isinstance(cells, (int, np.integer)):
+            if self.query_chunk_size is not None:
+                return min(int(cells), self.query_chunk_size)
+            rows = max(int(self.memory_budget_mb * 2**20) // (int(cells) * 4 * _SCORE_TEMPORARIES), 1)
+            return min(rows, int(cells))
         n = tf.cast(cells, tf.int64)
         if self.query_chunk_size is not None:
             return tf.cast(tf.minimum(n, self.query_chunk_size), tf.int32)
@@ -305,8 +335,17 @@ class ContextualAttention(keras.layers.Layer):
     @staticmethod
     def _tile_order(grid_h, grid_w, chunk):
         """Query order grouping cells into th x tw tiles (chunk ~ th * tw): a square tile needs the fewest extra
-        neighbour rows for the fuse. Returns (order [N], cells per chunk)."""
+        neighbour rows for the fuse. Returns (order [N], cells per chunk); NumPy and Python ints when the grid
+        size and ``chunk`` are Python ints."""
         n = grid_h * grid_w
+        if all(isinstance(v, (int, np.integer)) for v in (grid_h, grid_w, chunk)):
+            side = int(np.floor(np.sqrt(np.float64(chunk))))
+            tile_w = grid_w if chunk >= n else min(max(side, 1), grid_w)
+            tile_h = grid_h if chunk >= n else max(chunk // tile_w, 1)
+            tiles_x = (grid_w + tile_w - 1) // tile_w
+            y, x = np.divmod(np.arange(n, dtype=np.int64), grid_w)
+            key = ((y // tile_h) * tiles_x + x // tile_w) * (tile_h * tile_w) + (y % tile_h) * tile_w + x % tile_w
+            return np.argsort(key, kind="stable").astype(np.int32), tile_h * tile_w
         side = tf.cast(tf.floor(tf.sqrt(tf.cast(chunk, tf.float64))), tf.int32)
         tile_w = tf.where(chunk >= n, grid_w, tf.clip_by_value(side, 1, grid_w))
         tile_h = tf.where(chunk >= n, grid_h, tf.maximum(chunk // tile_w, 1))
@@ -323,7 +362,7 @@ class ContextualAttention(keras.layers.Layer):
 
         def raw_scores(rows):
             patches = tf.gather(queries_padded, self._query_patch_indices(rows, grid_w), axis=1)
-            patches = tf.reshape(patches, [batch, tf.shape(rows)[0], -1])
+            patches = tf.reshape(patches, [batch, _length(rows), -1])
             return tf.matmul(patches, keys, transpose_b=True) * inverse_norms
 
         if not self.fuse:
@@ -331,14 +370,16 @@ class ContextualAttention(keras.layers.Layer):
         offsets = _fuse_offsets(self.fuse_k)
         neighbours = {d: _column_major_neighbour(cells, d, grid_h, grid_w) for d in offsets}
         # S1 rows needed: the column-major neighbours of the chunk; raw rows needed: their raster neighbours.
-        needed = _index_set(tf.concat(list(neighbours.values()), 0), n)
-        raw_rows = _index_set(tf.concat([needed + d for d in offsets], 0), n)
+        needed = _index_set(_concat(list(neighbours.values())), n)
+        raw_rows = _index_set(_concat([needed + d for d in offsets]), n)
         raw = raw_scores(raw_rows)
         raw = tf.concat([raw, tf.zeros_like(raw[:, :1])], axis=1)  # zero row for out-of-range neighbours
         raw_pos = _positions(raw_rows, n)
 
         def row_of(table, positions, index):
             in_range = (index >= 0) & (index < n)
+            if isinstance(index, np.ndarray):
+                return tf.gather(table, positions[np.where(in_range, index, n)], axis=1)
             return tf.gather(table, tf.gather(positions, tf.where(in_range, index, n)), axis=1)
 
         pass1 = None
@@ -362,6 +403,10 @@ class ContextualAttention(keras.layers.Layer):
         b32 = tf.cast(b, tf.float32)
         shape = tf.shape(f32)
         batch, height, width, channels = shape[0], shape[1], shape[2], f.shape[-1]
+        # Fixed-size export: Python ints, so that the chunk loop below unrolls with constant indices.
+        static = unrolling() and f.shape[:3].is_fully_defined()
+        if static:
+            batch, height, width = f.shape[:3]
         tf.debugging.assert_equal(
             tf.shape(b32)[:3], shape[:3], message="ContextualAttention: f and b must have the same batch, H and W"
         )
@@ -383,7 +428,11 @@ class ContextualAttention(keras.layers.Layer):
         keys = tf.reshape(keys, [batch, n, k * k * channels])
         sum_sq = tf.nn.conv2d(tf.reduce_sum(tf.square(b_small), axis=-1, keepdims=True), tf.ones([k, k, 1, 1]),
                               1, "SAME")
-        inverse_norms = tf.reshape(tf.math.rsqrt(tf.maximum(sum_sq, self._norm_floor**2)), [batch, 1, n])
+        # max(sum_sq, floor^2) as a select: TFLite's XNNPACK delegate fails to prepare a MAXIMUM with a non-zero
+        # constant after a convolution (TF 2.21). Same value and gradient as tf.maximum.
+        floor_sq = self._norm_floor**2
+        inverse_norms = tf.math.rsqrt(tf.where(sum_sq >= floor_sq, sum_sq, floor_sq))
+        inverse_norms = tf.reshape(inverse_norms, [batch, 1, n])
         # Queries are gathered per chunk from the SAME-padded downscaled f (never materialised as patches).
         before, after = (k - 1) // 2, k - 1 - (k - 1) // 2
         queries = tf.pad(self._downscale(f32, grid_h, grid_w), [[0, 0], [before, after], [before, after], [0, 0]])
@@ -405,7 +454,7 @@ class ContextualAttention(keras.layers.Layer):
 
         def paste(weights):
             """sum_q weights[p, q] * (kp x kp patch of b at source cell q) -> [B, count, kp, kp, C]."""
-            count = tf.shape(weights)[1]
+            count = weights.shape[1] if static else tf.shape(weights)[1]
             weights = tf.reshape(weights, [batch, count, grid_h, grid_w])
             rows = []
             for dy in (0, 1):
@@ -425,35 +474,43 @@ class ContextualAttention(keras.layers.Layer):
         dy, dx = np.meshgrid(np.arange(kp), np.arange(kp), indexing="ij")
         dy, dx = dy.reshape(1, -1), dx.reshape(1, -1)
 
-        def body(i, out, best, attention):
-            cells = order[i * chunk : tf.minimum((i + 1) * chunk, n)]
+        def attend(cells, out, best, attention):
+            """Attention of the query cells ``cells`` (a tensor, or NumPy in a fixed-size plan), accumulated."""
             scores = self._fused_scores(queries, keys, inverse_norms, cells, grid_h, grid_w)
             scores = scores * valid[:, None, :]
             weights = tf.nn.softmax(scores * self.softmax_scale, axis=-1) * valid[:, None, :]
-            count = tf.shape(cells)[0]
+            count = _length(cells)
             contributions = tf.reshape(paste(weights), [batch, count * kp * kp, channels])
             rows = (cells // grid_w)[:, None] * s - pad_top + dy
             cols = (cells % grid_w)[:, None] * s - pad_top + dx
             inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-            target = tf.reshape(tf.where(inside, rows * width + cols, dump), [-1, 1])
+            where = np.where if static else tf.where
+            target = tf.reshape(where(inside, rows * width + cols, dump), [-1, 1])
             out = tf.tensor_scatter_nd_add(out, target, tf.transpose(contributions, [1, 0, 2]))
             if self.return_flow:
                 argmax = tf.argmax(weights, axis=-1, output_type=tf.int32)  # [B, count]
                 best = tf.tensor_scatter_nd_update(best, cells[:, None], tf.transpose(argmax))
             if self.return_attention:
                 attention = tf.tensor_scatter_nd_update(attention, cells[:, None], tf.transpose(weights, [1, 0, 2]))
-            return i + 1, out, best, attention
+            return out, best, attention
+
+        def body(i, out, best, attention):
+            return (i + 1, *attend(order[i * chunk : tf.minimum((i + 1) * chunk, n)], out, best, attention))
 
         out = tf.zeros(tf.stack([dump + 1, batch, channels]), tf.float32)
         best = tf.zeros(tf.stack([n, batch]) if self.return_flow else [0, 0], tf.int32)
         attention = tf.zeros(tf.stack([n, batch, n]) if self.return_attention else [0, 0, 0], tf.float32)
-        # parallel_iterations=1: concurrent iterations would multiply the score-tile memory.
-        _, out, best, attention = tf.while_loop(
-            lambda i, *_: i < num_chunks,
-            body,
-            [tf.constant(0), out, best, attention],
-            parallel_iterations=1,
-        )
+        if static:
+            for start in range(0, n, chunk):
+                out, best, attention = attend(order[start : start + chunk], out, best, attention)
+        else:
+            # parallel_iterations=1: concurrent iterations would multiply the score-tile memory.
+            _, out, best, attention = tf.while_loop(
+                lambda i, *_: i < num_chunks,
+                body,
+                [tf.constant(0), out, best, attention],
+                parallel_iterations=1,
+            )
         y = tf.reshape(out[:dump], tf.stack([height, width, batch, channels]))
         y = tf.transpose(y, [2, 0, 1, 3]) / self._paste_divisor
         y = tf.cast(y, self.compute_dtype)

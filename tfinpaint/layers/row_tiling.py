@@ -22,7 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
+
+from tfinpaint.layers.static_trace import unrolling
 
 __all__ = ["Local", "Downsample", "Upsample", "map_row_tiles", "nearest_source_rows"]
 
@@ -68,9 +71,15 @@ def map_row_tiles(x, steps: Sequence, tile_rows, halo_rows: int, dtype=None):
     ``halo_rows`` must cover the chain's receptive field, in output rows; ``tile_rows`` may be a tensor. ``dtype``:
     the chain's output dtype (default ``x.dtype``; layers under a mixed policy may change it). Bands run one after
     another (``parallel_iterations=1``), so peak memory is one band's. Returns the chain's output.
+
+    Inside ``static_trace.unrolled_loops()``, with the height and ``tile_rows`` known while tracing (Python ints),
+    the bands are emitted one after another as straight-line ops with constant row windows instead of a while
+    loop over a TensorArray (which a fixed-size TFLite model could only run with select TensorFlow ops).
     """
     if halo_rows < 0:
         raise ValueError(f"map_row_tiles: halo_rows must be >= 0, got {halo_rows}")
+    if unrolling() and x.shape[1:3].is_fully_defined() and isinstance(tile_rows, (int, np.integer)):
+        return _map_row_tiles_unrolled(x, steps, int(tile_rows), halo_rows)
     heights = _step_heights(tf.shape(x)[1], steps)
     sources = [nearest_source_rows(step.resize, heights[i], heights[i + 1]) if isinstance(step, Upsample) else None
                for i, step in enumerate(steps)]
@@ -79,25 +88,12 @@ def map_row_tiles(x, steps: Sequence, tile_rows, halo_rows: int, dtype=None):
     tiles = (out_rows + tile_rows - 1) // tile_rows
     static = {}  # the output's static channel count, read while tracing the loop body
 
-    def windows(lo, hi):
-        """Row window [start, stop) of every step's input (and the chain's output last) for output rows [lo, hi)."""
-        spans = [(lo, hi)]
-        for step, source in zip(reversed(steps), reversed(sources)):
-            start, stop = spans[0]
-            if isinstance(step, Downsample):
-                spans.insert(0, (2 * start, 2 * stop))
-            elif isinstance(step, Upsample):
-                spans.insert(0, (source[start], source[stop - 1] + 1))
-            else:
-                spans.insert(0, (start, stop))
-        return spans
-
     def body(index, bands):
         first = index * tile_rows
         last = tf.minimum(first + tile_rows, out_rows)
         lo = tf.maximum(first - halo_rows, 0)
         hi = tf.minimum(last + halo_rows, out_rows)
-        spans = windows(lo, hi)
+        spans = _row_windows(steps, sources, lo, hi)
         y = x[:, spans[0][0]:spans[0][1]]
         for i, (step, source) in enumerate(zip(steps, sources)):
             if isinstance(step, Upsample):
@@ -118,3 +114,46 @@ def map_row_tiles(x, steps: Sequence, tile_rows, halo_rows: int, dtype=None):
     result = tf.transpose(bands.concat(), [1, 0, 2, 3])
     result.set_shape([x.shape[0], None, None, static.get("channels")])
     return result
+
+
+def _row_windows(steps, sources, lo, hi):
+    """Row window [start, stop) of every step's input (and the chain's output last) for output rows [lo, hi)."""
+    spans = [(lo, hi)]
+    for step, source in zip(reversed(steps), reversed(sources)):
+        start, stop = spans[0]
+        if isinstance(step, Downsample):
+            spans.insert(0, (2 * start, 2 * stop))
+        elif isinstance(step, Upsample):
+            spans.insert(0, (source[start], source[stop - 1] + 1))
+        else:
+            spans.insert(0, (start, stop))
+    return spans
+
+
+def _map_row_tiles_unrolled(x, steps: Sequence, tile_rows: int, halo_rows: int):
+    """``map_row_tiles`` for a static height: the same bands, windows and crops, planned in Python."""
+    heights = _step_heights(x.shape[1], steps)
+    sources = []
+    for i, step in enumerate(steps):
+        source = None
+        if isinstance(step, Upsample):
+            with tf.init_scope():  # the row map is a constant of the size: compute it eagerly
+                source = nearest_source_rows(step.resize, heights[i], heights[i + 1]).numpy()
+        sources.append(source)
+    out_rows = heights[-1]
+    tile_rows = max(tile_rows, 1)
+    bands = []
+    for first in range(0, out_rows, tile_rows):
+        last = min(first + tile_rows, out_rows)
+        lo, hi = max(first - halo_rows, 0), min(last + halo_rows, out_rows)
+        spans = _row_windows(steps, sources, lo, hi)
+        y = x[:, spans[0][0]:spans[0][1]]
+        for i, (step, source) in enumerate(zip(steps, sources)):
+            if isinstance(step, Upsample):
+                start, stop = spans[i + 1]
+                y = tf.gather(y, source[start:stop] - spans[i][0], axis=1)
+                y = step.resize(y, [y.shape[1], 2 * y.shape[2]])  # the width only, as in map_row_tiles
+            else:
+                y = step.fn(y)
+        bands.append(y[:, first - lo:last - lo])
+    return bands[0] if len(bands) == 1 else tf.concat(bands, axis=1)

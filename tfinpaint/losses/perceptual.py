@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from tfinpaint.losses.reconstruction import masked_l1, total_variation_hole
+from tfinpaint.settings import SettingError, SettingFileNotFoundError
 
 __all__ = [
     "VGG_CACHE_FILENAME",
@@ -47,16 +48,16 @@ def resolve_vgg16_weights(weights_path=None):
     if weights_path:
         path = os.path.expanduser(str(weights_path))
         if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"--vgg_weights: VGG16 weights file not found: {path} (expected a Keras VGG16 include_top=False "
-                f"'.h5' or '.weights.h5' file)"
+            raise SettingFileNotFoundError(
+                f"VGG16 weights file not found: {path} (expected a Keras VGG16 include_top=False '.h5' or "
+                f"'.weights.h5' file)", "vgg_weights"
             )
         return path
     cached = keras_vgg16_cache_path()
     if os.path.isfile(cached):
         return cached
-    raise FileNotFoundError(
-        f"No VGG16 weights for the PConv perceptual/style losses: pass --vgg_weights PATH (a Keras VGG16 "
+    raise SettingFileNotFoundError(
+        f"No VGG16 weights for the PConv perceptual/style losses: give <vgg_weights> PATH (a Keras VGG16 "
         f"include_top=False '.h5' or '.weights.h5' file) or copy {VGG_CACHE_FILENAME} to {cached}; "
         f"tfinpaint never downloads"
     )
@@ -107,7 +108,7 @@ def load_vgg16_features(weights_path=None, preprocessing="caffe"):
         backbone.load_weights(path)
     except Exception as error:  # h5py / Keras raise many types; the user needs the file name and the reason.
         reason = " ".join(str(error).split())
-        raise ValueError(f"--vgg_weights: cannot load VGG16 weights from {path}: {reason}") from None
+        raise SettingError(f"cannot load VGG16 weights from {path}: {reason}", "vgg_weights") from None
     pools = keras.Model(backbone.input, [backbone.get_layer(name).output for name in FEATURE_LAYERS])
     images = keras.Input((None, None, 3), name="rgb_unit")
     features = pools(VGGPreprocess(preprocessing)(images))

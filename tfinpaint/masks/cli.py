@@ -9,30 +9,46 @@ files, and mask i does not depend on --num_masks. Existing files are never repla
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
 from absl import flags
 
-from tfinpaint.flags_util import define
-from tfinpaint.masks.generators import ALL_MASK_TYPES, area_stats, indexed_mask
+from tfinpaint import flags as cli_flags
+from tfinpaint.masks.generators import area_stats, indexed_mask
 from tfinpaint.masks.io import write_mask
+from tfinpaint.settings import SettingFileExistsError
+
+FLAGS = flags.FLAGS
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines the mask-dataset flags on ``flag_values``; flags that already exist are left alone."""
-    # "bool_value": a boolean that takes a separate value ("--__gen_masks__ true"), unlike absl booleans.
-    define("bool_value", "__gen_masks__", False, "Write a mask dataset and exit (true/false).", flag_values)
-    define("enum", "__mask_type__", "free_form", "Mask generator.", flag_values, enum_values=list(ALL_MASK_TYPES))
-    define("integer", "num_masks", 100, "Number of masks to write.", flag_values, lower_bound=1)
-    define("integer", "mask_height", 256, "Mask height in pixels.", flag_values, lower_bound=1)
-    define("integer", "mask_width", 256, "Mask width in pixels.", flag_values, lower_bound=1)
-    define("integer", "mask_seed", 0, "Seed of the mask set (same seed = same files).", flag_values, lower_bound=0)
-    define("string", "mask_dir", "masks_out", "Output folder of the PNG masks.", flag_values)
-    define("bool", "mask_overwrite", False, "Replace mask files that already exist.", flag_values)
+@dataclasses.dataclass(frozen=True)
+class MaskConfig:
+    """One mask dataset: ``count`` masks of ``height`` x ``width`` from generator ``mask_type``, mask i seeded
+    with (``seed``, i), written to ``out_dir`` (existing files are replaced only with ``overwrite``)."""
+
+    out_dir: str = "masks_out"
+    mask_type: str = "free_form"
+    count: int = 100
+    height: int = 256
+    width: int = 256
+    seed: int = 0
+    overwrite: bool = False
 
 
-def gen_masks_requested(flag_values: flags.FlagValues = flags.FLAGS) -> bool:
+# MaskConfig setting -> flag; "tfinpaint masks" and "train.py --__gen_masks__ true" read the same flags.
+FLAG_FOR_SETTING = {"out_dir": "mask_dir", "mask_type": "__mask_type__", "count": "num_masks",
+                    "height": "mask_height", "width": "mask_width", "seed": "mask_seed",
+                    "overwrite": "mask_overwrite"}
+COMMAND_FLAGS = ("__gen_masks__", *FLAG_FOR_SETTING.values())
+
+
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> MaskConfig:
+    return cli_flags.config_from_flags(MaskConfig, FLAG_FOR_SETTING, flag_values)
+
+
+def gen_masks_requested(flag_values: flags.FlagValues = FLAGS) -> bool:
     """Whether ``--__gen_masks__`` asks for a mask dataset (for the training command's dispatch)."""
     return bool(flag_values["__gen_masks__"].value)
 
@@ -56,7 +72,7 @@ def write_mask_dataset(
         existing = [path for path in paths if os.path.exists(path)]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise FileExistsError(f"{existing[0]} already exists{more}; pass --mask_overwrite to replace")
+            raise SettingFileExistsError(f"{existing[0]} already exists{more}; pass <overwrite> to replace")
     os.makedirs(mask_dir, exist_ok=True)
     fractions = []
     for index, path in enumerate(paths):
@@ -77,18 +93,19 @@ def format_stats(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def run_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
-    """Writes the mask dataset the (parsed) flags describe, prints the statistics and returns them."""
-    mask_type = flag_values["__mask_type__"].value
-    num_masks = flag_values["num_masks"].value
-    height, width = flag_values["mask_height"].value, flag_values["mask_width"].value
-    seed, mask_dir = flag_values["mask_seed"].value, flag_values["mask_dir"].value
-    stats = write_mask_dataset(
-        mask_dir, mask_type, num_masks, height, width, seed, overwrite=flag_values["mask_overwrite"].value
-    )
-    print(f"wrote {num_masks} {mask_type} masks of {height}x{width} (seed {seed}) to {mask_dir}")
+def run(config: MaskConfig) -> dict:
+    """Writes the mask dataset ``config`` describes, prints the statistics and returns them."""
+    stats = write_mask_dataset(config.out_dir, config.mask_type, config.count, config.height, config.width,
+                               config.seed, overwrite=config.overwrite)
+    print(f"wrote {config.count} {config.mask_type} masks of {config.height}x{config.width} (seed {config.seed}) "
+          f"to {config.out_dir}")
     print(format_stats(stats))
     return stats
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line, settings spelled as this command's flags."""
+    return cli_flags.render_error(error, FLAG_FOR_SETTING)
 
 
 def main(argv) -> None:
@@ -96,14 +113,14 @@ def main(argv) -> None:
     if len(argv) > 1:
         print(f"{argv[0]}: error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
         sys.exit(2)
-    if flags.FLAGS["__gen_masks__"].present and not gen_masks_requested():
+    if FLAGS["__gen_masks__"].present and not gen_masks_requested():
         print("--__gen_masks__ is false: no masks written")
         return
     try:
-        run_from_flags(flags.FLAGS)
+        run(config_from_flags())
     except (OSError, ValueError) as error:
-        print(f"{argv[0]}: error: {error}", file=sys.stderr)
+        print(f"{argv[0]}: error: {error_line(error)}", file=sys.stderr)
         sys.exit(1)
 
 
-define_flags()
+cli_flags.declare("masks", COMMAND_FLAGS)

@@ -98,6 +98,8 @@ def inference_tile_rows(image, tile_pixels, training, multiple=4, min_rows=32):
     height, width = image.shape[1:3]
     if height is not None and width is not None and height * width <= tile_pixels:
         return None
+    if width is not None:  # a Python int, so that a fixed-size export can unroll the bands
+        return max(int(tile_pixels) // width, min_rows) // multiple * multiple
     rows = tf.maximum(int(tile_pixels) // tf.shape(image)[2], min_rows)
     return rows // multiple * multiple
 

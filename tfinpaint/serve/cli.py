@@ -5,11 +5,13 @@ Models load once, at start-up. Binds to 127.0.0.1 unless ``--host`` says otherwi
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from absl import flags
 
-from tfinpaint.flags_util import define
+from tfinpaint import flags as cli_flags
+from tfinpaint.settings import SettingError
 
 FLAGS = flags.FLAGS
 
@@ -18,19 +20,32 @@ SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "pyth
 DEFAULT_MAX_PIXELS = 50_000_000  # the same default as tfinpaint.serve.app, which needs FastAPI to import
 
 
-def define_flags(flag_values=FLAGS) -> None:
-    define("multi_string", "gpath", None, "Checkpoint folder to serve; repeat the flag for several models.",
-           flag_values)
-    define("string", "host", "127.0.0.1", "Address to bind (0.0.0.0 exposes the server to the network).",
-           flag_values)
-    define("integer", "port", 8080, "Port to listen on.", flag_values)
-    define("integer", "max_pixels", DEFAULT_MAX_PIXELS, "Largest image accepted, in pixels (larger ones get 413).",
-           flag_values)
-    define("enum", "precision", "float32", "Network compute precision; bfloat16 lowers peak memory on CPU.",
-           flag_values, enum_values=["float32", "bfloat16"])
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """The server: one model per folder of ``checkpoints``, on ``host``:``port``; uploads larger than
+    ``max_pixels`` (None: 50 million) are refused; ``precision`` as in ``tfinpaint.load``."""
+
+    checkpoints: tuple = ()
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_pixels: int | None = None
+    precision: str = "float32"
 
 
-define_flags()
+# ServeConfig setting -> flag: builds the config and spells the settings in error messages.
+FLAG_FOR_SETTING = {
+    "checkpoints": "__gpath__",
+    "host": "host",
+    "port": "port",
+    "max_pixels": "max_pixels",
+    "precision": "precision",
+}
+cli_flags.declare("serve", FLAG_FOR_SETTING.values())
+
+
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> ServeConfig:
+    checkpoints = tuple(flag_values["__gpath__"].value or ())
+    return cli_flags.config_from_flags(ServeConfig, FLAG_FOR_SETTING, flag_values, checkpoints=checkpoints)
 
 
 def missing_packages() -> list:
@@ -43,35 +58,40 @@ def missing_packages() -> list:
     return missing
 
 
-def _checkpoints() -> list:
-    value = FLAGS.gpath
-    if not value:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise SystemExit(f"serve: unexpected arguments {' '.join(argv[1:])}")
+def run(config: ServeConfig) -> None:
+    """Loads the models and serves until stopped."""
     missing = missing_packages()
     if missing:
-        raise SystemExit(f"serve: needs {', '.join(missing)}; install them with: pip install \"tfinpaint[serve]\"")
-    checkpoints = _checkpoints()
-    if not checkpoints:
-        raise SystemExit("serve: give at least one checkpoint folder with --gpath CKPT")
-    max_pixels = FLAGS.max_pixels or DEFAULT_MAX_PIXELS
+        raise RuntimeError(f"needs {', '.join(missing)}; install them with: pip install \"tfinpaint[serve]\"")
+    if not config.checkpoints:
+        raise SettingError("give at least one checkpoint folder with <checkpoints> CKPT")
+    max_pixels = config.max_pixels or DEFAULT_MAX_PIXELS
     if max_pixels < 1:
-        raise SystemExit(f"serve: --max_pixels must be positive, got {max_pixels}")
+        raise SettingError("must be positive", "max_pixels", max_pixels)
 
     import uvicorn
 
     from tfinpaint.serve.app import create_app, load_models
 
     try:
-        entries = load_models(checkpoints, precision=FLAGS.precision)
+        entries = load_models(list(config.checkpoints), precision=config.precision)
     except Exception as error:  # a bad checkpoint folder: one line, no traceback
-        raise SystemExit(f"serve: {' '.join(str(error).split())}") from None
+        raise RuntimeError(" ".join(str(error).split())) from None
     for entry in entries:
         print(f"serve: model {entry.name!r} ({entry.model_type}) from {entry.checkpoint}", flush=True)
-    print(f"serve: open http://{FLAGS.host}:{FLAGS.port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.run(create_app(entries, max_pixels=max_pixels), host=FLAGS.host, port=FLAGS.port, log_level="warning")
+    print(f"serve: open http://{config.host}:{config.port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.run(create_app(entries, max_pixels=max_pixels), host=config.host, port=config.port, log_level="warning")
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line, settings spelled as this command's flags."""
+    return cli_flags.render_error(error, FLAG_FOR_SETTING)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise SystemExit(f"serve: unexpected arguments {' '.join(argv[1:])}")
+    try:
+        run(config_from_flags())
+    except (ValueError, RuntimeError) as error:
+        raise SystemExit(f"serve: {error_line(error)}") from None

@@ -11,6 +11,7 @@ resumes automatically from the newest checkpoint in ``--ckpt_dir``.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import math
 import os
@@ -19,8 +20,9 @@ import time
 
 from absl import flags, logging
 
-from tfinpaint import flags_util
+from tfinpaint import flags as cli_flags
 from tfinpaint.masks import cli as mask_cli
+from tfinpaint.settings import SettingError
 
 FLAGS = flags.FLAGS
 DEFAULT_MODEL = "deepfill_v2"
@@ -29,62 +31,92 @@ CPU_BATCH_SIZE = 4
 CPU_IMAGE_SIZE = 128
 
 
-def define_flags(flag_values=FLAGS) -> None:
-    mask_cli.define_flags(flag_values)
-    define = flags_util.define
-    define("string", "__flist__", None, "Training images: a folder (recursive; jpg/jpeg/png/bmp/webp) or a text "
-           "file of paths. Default: the sample photos installed with scikit-image and scikit-learn.",
-           flag_values, aliases=["flist"])
-    define("string", "__mlist__", None, "Mask files (folder or text file; white = hole). Default: masks generated "
-           "on the fly with --__mask_type__.", flag_values, aliases=["mlist"])
-    define("string", "val_flist", None, "Validation images (folder or text file), scored every --val_every steps.",
-           flag_values)
-    define("enum", "mask_polarity", "hole", "hole: white = hole (DeepFill); valid: white = known (NVIDIA, HiFill).",
-           flag_values, enum_values=["hole", "valid"])
-    define("float", "__lambda_l1__", None, "Override the recipe's 'l1' loss weight.", flag_values)
-    define("float", "__lambda_perceptual__", None, "Override the recipe's 'perceptual' loss weight.", flag_values)
-    define("float", "__lambda_gan__", None, "Override the recipe's 'gan' loss weight.", flag_values)
-    define("float", "__lambda_style__", None, "Override the recipe's 'style' loss weight (PConv; with "
-           "--__lambda_perceptual__ 0 and --lambda_style 0 PConv trains without VGG16 weights).", flag_values,
-           aliases=["lambda_style"])
-    define("string", "model", DEFAULT_MODEL, "Model: cra, deepfill_v1, deepfill_v2, glcic, pconv, or "
-           "'package.module:SPEC' (a tfinpaint.models.ModelSpec) for a custom model.", flag_values)
-    define("integer", "cnum", None, "Generator base width (default: the paper's).", flag_values)
-    define("integer", "dnum", None, "Discriminator base width (default: the paper's).", flag_values)
-    define("string", "model_options", None, "More build options, e.g. 'levels=4,bgr=False'.", flag_values)
-    define("integer", "batch_size", None, f"Global batch size (default: the paper's on GPU, {CPU_BATCH_SIZE} on "
-           "CPU).", flag_values)
-    define("integer", "img_size", None, f"Training crop side (default: the model's on GPU, {CPU_IMAGE_SIZE} "
-           "on CPU, rounded to the model's size multiple).", flag_values)
-    define("integer", "max_steps", 1000, "Total training steps (generator iterations) over all phases.", flag_values)
-    define("float", "lr", None, "Base learning rate (default: the recipe's; per-phase rates scale with it).",
-           flag_values)
-    define("string", "logdir", None, "TensorBoard logs and PNG previews (default: <ckpt_dir>/logs).", flag_values)
-    define("string", "ckpt_dir", None, "Checkpoint folder (default: checkpoints/<model>); training resumes from "
-           "the newest checkpoint in it.", flag_values)
-    define("string", "init_from", None, "Start a new run from the generator and discriminators of this checkpoint "
-           "folder (e.g. converted official weights): fresh optimizers, step 0. Ignored when --ckpt_dir already "
-           "holds checkpoints (the run resumes).", flag_values)
-    define("integer", "seed", 0, "Seed of the weights, the data order, crops and generated masks.", flag_values)
-    define("integer", "save_every", 500, "Checkpoint every N steps (also at the end and on Ctrl-C/SIGTERM).",
-           flag_values)
-    define("integer", "keep_checkpoints", 3, "Checkpoints kept.", flag_values)
-    define("integer", "log_every", 10, "TensorBoard scalars / progress lines every N steps.", flag_values)
-    define("integer", "preview_every", 100, "PNG preview grid every N steps.", flag_values)
-    define("integer", "val_every", 500, "Validation every N steps (with --val_flist).", flag_values)
-    define("boolean", "mixed_precision", False, "mixed_float16 with loss scaling on GPU, mixed_bfloat16 on CPU.",
-           flag_values)
-    define("string", "vgg_weights", None, "Local VGG16 'notop' weights file for PConv's perceptual/style losses.",
-           flag_values)
-    define("enum", "check_images", "quick", "Bad-file scan before training: quick (headers and end markers) or "
-           "full (decode every file).", flag_values, enum_values=["quick", "full"])
+@dataclasses.dataclass(frozen=True)
+class TrainCommandConfig:
+    """What ``train.py`` is asked to do: the data, the model, the loss-weight overrides and the run's
+    ``TrainConfig`` settings (None: the recipe's, or a CPU-friendly default without a GPU).
+
+    images / masks / val_images: folders or text files (images None: the built-in sample photos; masks None:
+    generated with ``mask_type``); model: a registry name, 'package.module:SPEC' (a ``ModelSpec``) or
+    'package.module:build'; model_options: text 'key=value,...'; lambda_*: loss-weight overrides; the rest as
+    the command's flags describe them.
+    """
+
+    images: str | None = None
+    masks: str | None = None
+    val_images: str | None = None
+    mask_type: str = "free_form"
+    mask_polarity: str = "hole"
+    model: str | None = None
+    cnum: int | None = None
+    dnum: int | None = None
+    model_options: str | None = None
+    lambda_l1: float | None = None
+    lambda_perceptual: float | None = None
+    lambda_gan: float | None = None
+    lambda_style: float | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    max_steps: int = 1000
+    learning_rate: float | None = None
+    logdir: str | None = None
+    ckpt_dir: str | None = None
+    init_from: str | None = None
+    seed: int = 0
+    save_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    preview_every: int = 100
+    val_every: int = 500
+    mixed_precision: bool = False
+    vgg_weights: str | None = None
+    check_images: str = "quick"
 
 
-define_flags()
+# TrainCommandConfig setting -> flag: builds the config and spells the settings in error messages.
+FLAG_FOR_SETTING = {
+    "images": "__flist__",
+    "masks": "__mlist__",
+    "val_images": "val_flist",
+    "mask_type": "__mask_type__",
+    "mask_polarity": "mask_polarity",
+    "model": "model",
+    "cnum": "cnum",
+    "dnum": "dnum",
+    "model_options": "model_options",
+    "lambda_l1": "__lambda_l1__",
+    "lambda_perceptual": "__lambda_perceptual__",
+    "lambda_gan": "__lambda_gan__",
+    "lambda_style": "__lambda_style__",
+    "batch_size": "batch_size",
+    "image_size": "img_size",
+    "max_steps": "max_steps",
+    "learning_rate": "lr",
+    "logdir": "logdir",
+    "ckpt_dir": "ckpt_dir",
+    "init_from": "init_from",
+    "seed": "seed",
+    "save_every": "save_every",
+    "keep_checkpoints": "keep_checkpoints",
+    "log_every": "log_every",
+    "preview_every": "preview_every",
+    "val_every": "val_every",
+    "mixed_precision": "mixed_precision",
+    "vgg_weights": "vgg_weights",
+    "check_images": "check_images",
+}
+# train.py --__gen_masks__ true writes a mask dataset instead (the mask command's flags).
+COMMAND_FLAGS = (*FLAG_FOR_SETTING.values(), *mask_cli.COMMAND_FLAGS)
+cli_flags.declare("train", COMMAND_FLAGS)
 
 
-def _value(name):
-    return FLAGS[name].value
+def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> TrainCommandConfig:
+    return cli_flags.config_from_flags(TrainCommandConfig, FLAG_FOR_SETTING, flag_values)
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line, settings spelled as this command's flags."""
+    return cli_flags.render_error(error, {**mask_cli.FLAG_FOR_SETTING, **FLAG_FOR_SETTING})
 
 
 def parse_model_options(text) -> dict:
@@ -93,7 +125,7 @@ def parse_model_options(text) -> dict:
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         key, separator, raw = item.partition("=")
         if not separator or not key.strip():
-            raise ValueError(f"--model_options: expected key=value, got {item!r}")
+            raise SettingError(f"expected key=value, got {item!r}", "model_options")
         try:
             value = ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError):
@@ -111,19 +143,19 @@ def _build_function(model: str):
     return build, getattr(build, "spec", None)
 
 
-def _resolve_sizes(build, spec, options: dict) -> tuple:
-    """(batch size, image size) from the flags, None meaning the recipe's; CPU-friendly defaults without a GPU."""
+def _resolve_sizes(config: TrainCommandConfig, build, spec, options: dict) -> tuple:
+    """(batch size, image size) from the config, None meaning the recipe's; CPU-friendly defaults without a GPU."""
     import tensorflow as tf
 
-    batch_size, image_size = _value("batch_size"), _value("img_size")
+    batch_size, image_size = config.batch_size, config.image_size
     if tf.config.list_logical_devices("GPU"):
         return batch_size, image_size
     if batch_size is None:
         batch_size = CPU_BATCH_SIZE
     if image_size is None and spec is not None:
-        config = spec.make_config(**options)
-        factor = int(config.size_factor)
-        model_size = int(getattr(config, "image_size", CPU_IMAGE_SIZE))
+        model_config = spec.make_config(**options)
+        factor = int(model_config.size_factor)
+        model_size = int(getattr(model_config, "image_size", CPU_IMAGE_SIZE))
         image_size = max(factor, min(model_size, CPU_IMAGE_SIZE) // factor * factor)
     _say(f"no GPU found: batch size {batch_size}, {image_size or 'default'} crops "
          "(set --batch_size / --img_size to change)")
@@ -248,22 +280,22 @@ def main(argv) -> None:
         sys.exit(2)
     if mask_cli.gen_masks_requested(FLAGS):
         try:
-            mask_cli.run_from_flags(FLAGS)
+            mask_cli.run(mask_cli.config_from_flags(FLAGS))
         except (OSError, ValueError) as error:
-            print(f"{argv[0]}: error: {error}", file=sys.stderr)
+            print(f"{argv[0]}: error: {mask_cli.error_line(error)}", file=sys.stderr)
             sys.exit(1)
         return
     from tfinpaint.training.checkpointing import CheckpointSaveError, ModelMismatchError
     from tfinpaint.training.trainer import NonFiniteLossError
 
     try:
-        code = _train()
+        code = run(config_from_flags())
     except ModelMismatchError as error:
         _say(f"{argv[0]}: error: {_mismatch_hint(error)}", sys.stderr)
         sys.exit(1)
     except (ValueError, OSError, CheckpointSaveError, NonFiniteLossError) as error:
         # bad flags, files, folders or checkpoints, a failed save: one line, no traceback
-        _say(f"{argv[0]}: error: {error}", sys.stderr)
+        _say(f"{argv[0]}: error: {error_line(error)}", sys.stderr)
         sys.exit(1)
     if code:
         sys.exit(code)
@@ -277,8 +309,8 @@ def _tensorboard_hint(logdir: str) -> str:
     return f"tensorboard --logdir {logdir}"
 
 
-def _train() -> int:
-    """Trains from the flags; returns the exit code (non-zero when stopped by a signal)."""
+def run(config: TrainCommandConfig) -> int:
+    """Trains as ``config`` says; returns the exit code (non-zero when stopped by a signal)."""
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     import tensorflow as tf
 
@@ -292,64 +324,65 @@ def _train() -> int:
 
     from tfinpaint import data
 
-    model = _value("model") or DEFAULT_MODEL
+    model = config.model or DEFAULT_MODEL
     build, spec = _build_function(model)
     parameters = spec.config_class.option_names() if spec is not None else inspect.signature(build).parameters
-    options = parse_model_options(_value("model_options"))
+    options = parse_model_options(config.model_options)
     for name in ("cnum", "dnum", "vgg_weights"):
-        if _value(name) is not None:
+        if getattr(config, name) is not None:
             if name not in parameters:
-                _say(f"warning: model {model} has no option {name!r}; --{name} ignored", sys.stderr)
+                _say(f"warning: model {model} has no option {name!r}; {cli_flags.spelling(name)} ignored",
+                     sys.stderr)
                 continue
-            options[name] = _value(name)
-    loss_weights = {"l1": _value("__lambda_l1__"), "perceptual": _value("__lambda_perceptual__"),
-                    "gan": _value("__lambda_gan__"), "style": _value("__lambda_style__")}
+            options[name] = getattr(config, name)
+    loss_weights = {"l1": config.lambda_l1, "perceptual": config.lambda_perceptual, "gan": config.lambda_gan,
+                    "style": config.lambda_style}
     loss_weights = {key: value for key, value in loss_weights.items() if value is not None}
     for key, value in loss_weights.items():
         if value < 0:  # checked before the data scan and the build: a typo should fail at once
-            raise ValueError(f"--__lambda_{key}__ {value:g}: loss weights must be >= 0 (a negative weight "
-                             "makes training increase that loss)")
-    batch_size, image_size = _resolve_sizes(build, spec, options)
+            raise SettingError("loss weights must be >= 0 (a negative weight makes training increase that loss)",
+                               f"lambda_{key}", f"{value:g}")
+    batch_size, image_size = _resolve_sizes(config, build, spec, options)
 
-    flist = _value("__flist__")
+    flist = config.images
     paths = data.list_images(flist) if flist else data.sample_images()
-    report = data.scan_images(paths, full=_value("check_images") == "full")
+    report = data.scan_images(paths, full=config.check_images == "full")
     source = flist or "built-in sample photos"
     mask_paths = None
-    if _value("__mlist__"):
-        mask_report = data.scan_images(data.list_images(_value("__mlist__")), what="masks")
+    if config.masks:
+        mask_report = data.scan_images(data.list_images(config.masks), what="masks")
         mask_paths = mask_report.good
-        _say(f"masks: {mask_report.summary()} from {_value('__mlist__')}")
+        _say(f"masks: {mask_report.summary()} from {config.masks}")
     _say(f"data: {report.summary()} from {source}")
 
-    ckpt_dir = _value("ckpt_dir") or os.path.join("checkpoints", model.replace(":", "_").replace(".", "_"))
-    config = TrainConfig(
+    ckpt_dir = config.ckpt_dir or os.path.join("checkpoints", model.replace(":", "_").replace(".", "_"))
+    train_config = TrainConfig(
         batch_size=batch_size,
         image_size=image_size,
-        max_steps=_value("max_steps"),
-        learning_rate=_value("lr"),
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
         loss_weights=loss_weights,
         ckpt_dir=ckpt_dir,
-        logdir=_value("logdir"),
-        seed=_value("seed"),
-        save_every=_value("save_every"),
-        keep_checkpoints=_value("keep_checkpoints"),
-        log_every=_value("log_every"),
-        preview_every=_value("preview_every"),
-        val_every=_value("val_every"),
-        mixed_precision=bool(_value("mixed_precision")),
-        init_from=_value("init_from"),
+        logdir=config.logdir,
+        seed=config.seed,
+        save_every=config.save_every,
+        keep_checkpoints=config.keep_checkpoints,
+        log_every=config.log_every,
+        preview_every=config.preview_every,
+        val_every=config.val_every,
+        mixed_precision=bool(config.mixed_precision),
+        init_from=config.init_from,
     )
-    trainer = Trainer(model, options, config, strategy=strategy)
+    trainer = Trainer(model, options, train_config, strategy=strategy)
     size = trainer.image_size
-    make = partial(data.make_dataset, report.good, size, mask_type=_value("__mask_type__"), mask_paths=mask_paths,
-                   mask_polarity=_value("mask_polarity"), seed=_value("seed"), validate=False)
+    make = partial(data.make_dataset, report.good, size, mask_type=config.mask_type, mask_paths=mask_paths,
+                   mask_polarity=config.mask_polarity, seed=config.seed, validate=False)
     val_data = None
-    if _value("val_flist"):
-        val_report = data.scan_images(data.list_images(_value("val_flist")), what="validation images")
-        _say(f"validation: {val_report.summary()} from {_value('val_flist')}")
+    if config.val_images:
+        val_report = data.scan_images(data.list_images(config.val_images), what="validation images")
+        _say(f"validation: {val_report.summary()} from {config.val_images}")
         val_data = data.make_dataset(val_report.good, size, trainer.config.batch_size,
-                                     mask_type=_value("__mask_type__"), seed=_value("seed"), training=False,
+                                     mask_type=config.mask_type, seed=config.seed, training=False,
                                      drop_remainder=False, validate=False)
     _say(f"model {model} {options}: {trainer.num_replicas} replica(s), batch {trainer.config.batch_size}, "
          f"{size[0]}x{size[1]}, phases "
@@ -359,7 +392,7 @@ def _train() -> int:
     elif trainer.initialized_from:
         _say(f"initialised from {trainer.initialized_from}: fresh optimizers, step 0")
     _say(f"checkpoints: {trainer.ckpt_dir}\nlogs and previews: {trainer.logdir} ({_tensorboard_hint(trainer.logdir)})")
-    progress = ConsoleProgress(_value("log_every"))
+    progress = ConsoleProgress(config.log_every)
     result = trainer.fit(make, val_data=val_data, callbacks=[progress] if trainer.is_chief else [])
     if result["already_done"]:
         _say(f"{trainer.ckpt_dir}: already trained to step {result['step']} (--max_steps "
