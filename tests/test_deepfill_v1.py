@@ -1,20 +1,12 @@
-"""DeepFill v1 (spec §1): parameter counts, forward invariants, gradients, serialization and the recipe's losses
-against a NumPy reference."""
+"""DeepFill v1 (spec §1): the paper-specific parts (BGR option, critics, the recipe's losses against a NumPy
+reference); the generator contract is checked for every model in test_model_contract.py."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
-from tests.model_checks import (
-    assert_forward_outputs,
-    assert_gradients_reach,
-    assert_hole_pixels_ignored,
-    assert_keras_round_trip,
-    assert_known_pixels_bit_exact,
-)
 from tfinpaint import models
 from tfinpaint.models import deepfill_v1
-from tfinpaint.models.common import to_signed
 from tfinpaint.training.recipe import ModelSet, make_optimizer
 
 HEIGHT, WIDTH = 32, 48
@@ -25,12 +17,8 @@ HOLES = [(slice(8, 20), slice(10, 30)), (slice(4, 28), slice(30, 48))]
 WINDOWS = [(6, 8), (8, 24)]
 
 
-def _count(weights):
-    return sum(int(np.prod(w.shape)) for w in weights)
-
-
 def _small(**options):
-    return models.create("deepfill_v1", cnum=8, dnum=4, image_size=32, **options)
+    return models.create("deepfill_v1", preset="tiny", **options)
 
 
 def _batch(seed=0):
@@ -40,35 +28,6 @@ def _batch(seed=0):
     for sample, (rows, cols) in enumerate(HOLES):
         mask[sample, rows, cols] = 1.0
     return {"image": tf.constant(image), "mask": tf.constant(mask)}
-
-
-def test_parameter_counts_match_spec():
-    generator, critics, _ = models.create("deepfill_v1")
-    generator.build((None, None, None, 3))
-    for critic in critics.values():
-        critic.build((None, None, None, 3))
-    assert _count(generator.trainable_weights) == 3_601_542
-    assert _count(generator.coarse.trainable_weights) == 1_448_227
-    assert _count(critics["local"].trainable_weights) == 4_339_329
-    assert _count(critics["global"].trainable_weights) == 2_733_441
-    assert sum(_count(c.trainable_weights) for c in critics.values()) == 7_072_770
-
-
-def test_forward_shapes_known_pixels_and_range():
-    generator, critics, _ = _small()
-    batch = _batch()
-    outputs = generator(batch["image"], batch["mask"], training=False)
-    assert batch["image"].shape == (2, HEIGHT, WIDTH, 3)
-    assert_forward_outputs(outputs, batch["image"], batch["mask"], keys=("output", "raw", "coarse", "flow"))
-    for critic in critics.values():
-        scores = critic(to_signed(outputs["output"]))
-        assert scores.shape == (2, 1) and np.all(np.isfinite(scores.numpy()))
-
-
-def test_network_never_sees_hole_pixels():
-    generator, _, _ = _small()
-    batch = _batch()
-    assert_hole_pixels_ignored(generator, batch["image"], batch["mask"], ("raw", "coarse"), fill=0.9)
 
 
 def test_bgr_option_flips_channels_around_the_same_network():
@@ -85,34 +44,27 @@ def test_bgr_option_flips_channels_around_the_same_network():
         np.testing.assert_allclose(actual[key].numpy(), expected[key].numpy()[..., ::-1], atol=1e-6)
 
 
-def test_gradients_reach_every_trainable_weight():
+def test_critic_gradients_skip_only_the_score_bias(checks):
     generator, critics, recipe = _small()
     model_set = ModelSet(generator, critics)
     batch = _batch()
     weights = recipe.weights_for(recipe.phases[0])
-    with tf.GradientTape() as tape:
-        losses = recipe.generator_loss(model_set, batch, weights, True)
-    gradients = tape.gradient(losses["total"], generator.trainable_weights)
-    assert len(gradients) == 2 * 42  # kernel + bias of 17 coarse, 10 + 6 + 2 + 7 refinement convs
-    assert_gradients_reach(generator.trainable_weights, gradients)
-
+    assert len(generator.trainable_weights) == 2 * 42  # kernel + bias of 17 coarse, 10 + 6 + 2 + 7 refinement convs
     critic_weights = [w for critic in critics.values() for w in critic.trainable_weights]
     with tf.GradientTape() as tape:
         losses = recipe.discriminator_loss(model_set, batch, weights, True)
     gradients = tape.gradient(losses["total"], critic_weights)
     assert len(critic_weights) == 2 * 10
     # The score bias cancels in mean(D(fake)) - mean(D(real)) and the penalty ignores it: zero gradient.
-    assert_gradients_reach(critic_weights, gradients, must_be_nonzero=lambda w: not w.path.endswith("score/bias"))
+    checks.assert_gradients_reach(critic_weights, gradients,
+                                  must_be_nonzero=lambda w: not w.path.endswith("score/bias"))
 
 
-def test_keras_save_load_round_trip(tmp_path):
-    generator, critics, _ = _small()
-    batch = _batch()
-    restored = assert_keras_round_trip(generator, tmp_path / "g.keras",
-                                       lambda model: model(batch["image"], batch["mask"]))
-    assert isinstance(restored, deepfill_v1.DeepFillV1Generator) and restored.cnum == 8
+def test_critic_keras_round_trip(tmp_path, checks):
+    _, critics, _ = _small()
     patch = tf.random.uniform((2, 16, 24, 3), -1.0, 1.0)
-    assert_keras_round_trip(critics["local"], tmp_path / "local.keras", lambda model: model(patch))
+    restored = checks.assert_keras_round_trip(critics["local"], tmp_path / "local.keras", lambda model: model(patch))
+    assert isinstance(restored, deepfill_v1.DeepFillV1Critic) and restored.kind == "local"
 
 
 def _chebyshev_distance_to_known(hole):
@@ -129,7 +81,7 @@ def test_recipe_losses_match_numpy_reference():
     assert recipe.loss_weights == {"l1": 1.2, "ae": 1.2, "coarse_l1": 1.2, "gan": 0.001, "global_gan": 1.0,
                                    "gp": 10.0}
     assert len(recipe.phases) == 1 and recipe.phases[0].critic_steps == 5
-    assert (recipe.batch_size, recipe.image_size, recipe.size_factor) == (16, 32, 8)
+    assert (recipe.batch_size, recipe.image_size, generator.size_factor) == (16, 32, 8)
     for config in (recipe.g_optimizer, recipe.d_optimizer):
         optimizer = make_optimizer(config)
         assert isinstance(optimizer, keras.optimizers.Adam)
@@ -180,13 +132,13 @@ def test_recipe_losses_match_numpy_reference():
     )
 
 
-def test_mixed_bfloat16_forward_is_float32():
+def test_mixed_bfloat16_forward_is_float32(checks):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     generator, _, _ = _small()
     batch = _batch()
     outputs = generator(batch["image"], batch["mask"])
     assert generator.coarse.compute_dtype == "bfloat16"
-    assert_known_pixels_bit_exact(outputs, batch["image"], batch["mask"])
+    checks.assert_known_pixels_bit_exact(outputs, batch["image"], batch["mask"])
     for value in outputs.values():
         assert value.dtype == tf.float32 and np.all(np.isfinite(value.numpy()))
 
@@ -197,11 +149,11 @@ def test_bad_inputs_raise_clear_errors():
         generator(tf.zeros((1, 36, 48, 3)), tf.zeros((1, 36, 48, 1)))
     with pytest.raises(ValueError, match="DeepFillV1Generator.*`image`"):
         generator(tf.zeros((1, 32, 48, 4)), tf.zeros((1, 32, 48, 1)))
-    with pytest.raises(ValueError, match="deepfill_v1.build: unknown option"):
+    with pytest.raises(ValueError, match="deepfill_v1: unknown option"):
         models.create("deepfill_v1", cnum=8, gama=0.9)
     with pytest.raises(ValueError, match="multiple of 32"):
         models.create("deepfill_v1", image_size=100)
-    assert models.size_factor("deepfill_v1") == 8
+    assert generator.size_factor == models.config("deepfill_v1").size_factor == 8
 
 
 def test_graph_mode_with_unknown_height_and_width_matches_eager():

@@ -29,6 +29,8 @@ class TinyGenerator(keras.Model):
     named, as the zoo's are, so their paths (the checkpoint keys) do not depend on what the process built
     before."""
 
+    size_factor = 4
+
     def __init__(self, cnum=4, **kwargs):
         super().__init__(**kwargs)
         self.cnum = cnum
@@ -116,7 +118,6 @@ def build_tiny(cnum=4, dnum=4, phases="gan", critic_steps=1, image_size=SIZE, si
         d_optimizer={"class_name": "Adam", "learning_rate": 1e-2},
         phases=phase_list,
         image_size=image_size,
-        size_factor=4,
         batch_size=4,
     )
     return ModelBundle(TinyGenerator(cnum), {"critic": TinyCritic(dnum)}, recipe)

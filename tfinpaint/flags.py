@@ -88,8 +88,8 @@ CATALOGUE: dict = {
         "eval": "Replace an --eval_dir holding a different mask set or the results of another checkpoint.",
         "convert": "Replace --out if it exists."}),
     "model": FlagSpec("string", None, "Model name; overrides the one stored in the checkpoint folder.", (), {
-        "train": "Model: cra, deepfill_v1, deepfill_v2 (default), glcic, pconv, or 'package.module:build' for a "
-                 "custom model.",
+        "train": "Model: cra, deepfill_v1, deepfill_v2 (default), glcic, pconv, or 'package.module:SPEC' (a "
+                 "tfinpaint.models.ModelSpec) for a custom model.",
         "convert": "Model of the release: deepfill_v1, deepfill_v2, cra (or hifill), glcic; detected from the "
                    "tensor names when left out."}),
     "mask_polarity": FlagSpec("enum", "hole", _POLARITY, options={"enum_values": ["hole", "valid"]}),

@@ -48,7 +48,7 @@ def detect_model(shapes: dict):
 def _build(name: str, options: dict):
     """The generator and discriminators, with their variables created."""
     bundle = registry.create(name, **options)
-    side = max(registry.size_factor(name, **options), 32)
+    side = max(bundle.generator.size_factor, 32)
     bundle.generator(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]), training=False)
     for critic in bundle.discriminators.values():
         if not critic.weights:

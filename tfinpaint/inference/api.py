@@ -25,13 +25,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from tfinpaint import imageio
+from tfinpaint import imageio, models
 from tfinpaint.checkpoints import read_model_config, restore_generator
 from tfinpaint.inference.pipeline import STRATEGIES, HDSettings, InpaintingPipeline
 from tfinpaint.models import registry
-
-# Per-model high-resolution defaults until every generator declares them (tfinpaint.models.base).
-_HD_DEFAULTS = {"cra": ("cra", 512)}
 
 
 def _as_image(image) -> np.ndarray:
@@ -79,14 +76,13 @@ def _as_hole_mask(mask, shape, polarity: str = "hole", name: str = "mask") -> np
     return hole
 
 
-def hd_settings_for(generator, model_name, hd_strategy=None, hd_crop_margin=None, hd_resize_limit=None,
+def hd_settings_for(generator, hd_strategy=None, hd_crop_margin=None, hd_resize_limit=None,
                     hd_trigger_size=None) -> HDSettings:
-    """The generator's declared high-resolution defaults, with the given options in their place."""
-    strategy, working = _HD_DEFAULTS.get(model_name, ("crop", 512))
-    strategy = getattr(generator, "default_hd_strategy", strategy)
-    working = int(getattr(generator, "working_size", working))
-    defaults = HDSettings(strategy, working_size=working, crop_margin=working // 4, resize_limit=2 * working,
-                          trigger_size=2 * working)
+    """The generator's declared high-resolution defaults (its ``default_hd_strategy`` and ``working_size``; the
+    margin a quarter of the working size, the resize limit and trigger twice it), with the given options instead."""
+    working = int(generator.working_size)
+    defaults = HDSettings(generator.default_hd_strategy, working_size=working, crop_margin=working // 4,
+                          resize_limit=2 * working, trigger_size=2 * working)
     given = {"strategy": hd_strategy, "crop_margin": hd_crop_margin, "resize_limit": hd_resize_limit,
              "trigger_size": hd_trigger_size}
     return dataclasses.replace(defaults, **{key: value for key, value in given.items() if value is not None})
@@ -110,10 +106,10 @@ class Inpainter:
         self.generator = generator
         self.model_name = model_name
         self.options = dict(options or {})
-        self.size_factor = int(getattr(generator, "size_factor", None) or registry.size_factor(
-            model_name, **{key: value for key, value in self.options.items() if key != "vgg_weights"}))
+        # The generator's own declarations (tfinpaint.models.base.InpaintingGenerator).
+        self.size_factor = int(generator.size_factor)
         self.attention_cell = getattr(generator, "attention_cell", None)
-        self.hd_settings = hd_settings_for(generator, model_name, hd_strategy, hd_crop_margin, hd_resize_limit,
+        self.hd_settings = hd_settings_for(generator, hd_strategy, hd_crop_margin, hd_resize_limit,
                                            hd_trigger_size)
         if self.hd_settings.strategy not in self.hd_strategies:
             raise ValueError(f"hd_strategy {self.hd_settings.strategy!r} is not available for {model_name} "
@@ -177,8 +173,10 @@ def _masked_view(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
 PRECISIONS = ("float32", "bfloat16")
 
 
-def build_generator(model_name: str, options: dict, precision: str = "float32"):
-    """Builds a generator by name and creates its weights with one small forward pass.
+def build_generator(model_name, options: dict, precision: str = "float32"):
+    """Builds the generator of ``model_name`` (a name, an alias or a ``"module:attribute"`` spec path; see
+    ``tfinpaint.models.get``) with its variables, from config ``options`` and load-time options (such as
+    ``tile_pixels``) mixed in one dict.
 
     precision "bfloat16" computes in bfloat16 (``mixed_bfloat16`` policy; variables stay float32, so the same
     checkpoints restore): lower peak memory on CPUs with bf16 support (DeepFill at 1024 x 1024: 1103 MB instead of
@@ -189,26 +187,29 @@ def build_generator(model_name: str, options: dict, precision: str = "float32"):
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    spec = models.get(model_name)
+    config_options, load_options = registry.split_options(spec, options)
+    model_config = spec.make_config(**config_options)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     try:
-        bundle = registry.create(model_name, **options)
-        factor = registry.size_factor(model_name, **options)
-        side = max(factor, 32)
-        bundle.generator(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]), training=False)
+        generator = spec.build_generator(model_config)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    return bundle.generator
+    generator.set_load_options(**load_options)
+    return generator
 
 
 def load(ckpt_dir, model: str | None = None, mask_polarity: str = "hole", precision: str = "float32",
          hd_strategy: str | None = None, hd_crop_margin: int | None = None,
          hd_resize_limit: int | None = None, hd_trigger_size: int | None = None, **options) -> Inpainter:
-    """Loads a reusable ``Inpainter`` from a training checkpoint folder.
+    """Loads a reusable ``Inpainter`` from a checkpoint folder.
 
-    The model type and its build options are read from the folder's ``model.json``; ``model`` (and extra
-    build ``options``) override them. ``precision``: "float32" or "bfloat16" (see ``build_generator``).
-    ``hd_*``: the high-resolution strategy and its settings (see ``Inpainter``).
+    The model type and its config are read from the folder's ``model.json``; ``model`` (and extra config
+    ``options``) override them. Load-time options such as ``tile_pixels`` or ``attention_memory_budget_mb``
+    go to the generator (a ``model.json`` of an older release that still stores them is read the same way).
+    ``precision``: "float32" or "bfloat16" (see ``build_generator``). ``hd_*``: the high-resolution strategy and
+    its settings (see ``Inpainter``).
     """
     config = {}
     if model is None or not options:
@@ -220,10 +221,10 @@ def load(ckpt_dir, model: str | None = None, mask_polarity: str = "hole", precis
     name = model or config["model"]
     build_options = dict(config.get("options", {})) if (model is None or model == config.get("model")) else {}
     build_options.update(options)
-    build_options.pop("vgg_weights", None)  # only the training losses need VGG
     generator = build_generator(name, build_options, precision)
     restore_generator(generator, ckpt_dir)
-    return Inpainter(generator, name, build_options, mask_polarity=mask_polarity, hd_strategy=hd_strategy,
+    return Inpainter(generator, name, generator.config.to_options(), mask_polarity=mask_polarity,
+                     hd_strategy=hd_strategy,
                      hd_crop_margin=hd_crop_margin, hd_resize_limit=hd_resize_limit, hd_trigger_size=hd_trigger_size)
 
 

@@ -1,7 +1,7 @@
 """HiFill's official inference pipeline (the authors' ``GPU_CPU/test.py`` sample), run on a tfinpaint CRA generator,
 so that converted official weights give the official outputs.
 
-Unlike tfinpaint's default high-resolution path (``tfinpaint.models.cra.inpaint_high_res``: aspect ratio kept,
+Unlike tfinpaint's default high-resolution path (the pipeline's ``cra`` strategy: aspect ratio kept,
 known pixels bit-exact), the sample:
 
 1. resizes the photo (bilinear) and the mask (nearest) to a square of ``multiple * 512`` (the aspect ratio is

@@ -172,6 +172,9 @@ class InpaintingPipeline(tf.Module):
         self.settings = settings or HDSettings()
         if self.settings.strategy == "cra" and not attention_cell:
             raise ValueError("the cra strategy needs a generator with contextual residual aggregation (CRA/HiFill)")
+        if self.settings.strategy == "cra" and self.settings.working_size % self.size_factor:
+            raise ValueError(f"the cra strategy's working_size must be a multiple of {self.size_factor}, got "
+                             f"{self.settings.working_size}")
         self.attention_cell = attention_cell
         self.traces = 0
         # Untracked: a SavedModel of this module must not save these tf.functions (the export traces its own).

@@ -1,9 +1,10 @@
-"""Small helpers shared by the model files: value ranges, input checks, compositing and local-patch cropping."""
+"""Small helpers shared by the model files: value ranges, local-patch cropping and DeepFill's row-tiled ends."""
 from __future__ import annotations
 
 import tensorflow as tf
 
 from tfinpaint.layers.row_tiling import map_row_tiles
+from tfinpaint.models.base import check_image_and_mask, composite  # noqa: F401 (shared by the model files)
 
 
 def to_signed(image_unit):
@@ -30,49 +31,6 @@ def from_internal(signed, bgr):
     """The networks' internal [-1, 1] (BGR when ``bgr``) -> public float32 RGB [0, 1]."""
     unit = to_unit(tf.cast(signed, tf.float32))
     return flip_channels(unit) if bgr else unit
-
-
-def check_image_and_mask(owner, image, mask=None, size_factor=None, hint=""):
-    """Static layout checks of a model's inputs, with one-line errors naming the model (``owner``) and the argument.
-
-    image: [B, H, W, 3]; mask (when given): [B, H, W, 1] with the image's H and W; H and W multiples of
-    ``size_factor`` (when given). Sides unknown at trace time (None) are not checked. ``hint`` ends the
-    size-factor error (e.g. how to pad).
-    """
-    if image.shape.rank != 4 or image.shape[-1] != 3:
-        raise ValueError(f"{owner}: `image` must be [B, H, W, 3] RGB, got shape {image.shape}")
-    if mask is not None and (mask.shape.rank != 4 or mask.shape[-1] != 1):
-        raise ValueError(f"{owner}: `mask` must be [B, H, W, 1] (1 = hole), got shape {mask.shape}")
-    for axis, name in ((1, "height"), (2, "width")):
-        side = image.shape[axis]
-        if side is None:
-            continue
-        if size_factor and side % size_factor:
-            raise ValueError(f"{owner}: image height and width must be multiples of {size_factor}, but {name} {side} "
-                             f"is not a multiple of {size_factor} (shape {image.shape}){hint}")
-        if mask is not None and mask.shape[axis] is not None and mask.shape[axis] != side:
-            raise ValueError(f"{owner}: `image` and `mask` differ in {name}: {image.shape} vs {mask.shape}")
-
-
-class BuildsByCalling:
-    """Mixin for generators whose ``call`` takes two tensors (image, mask): Keras cannot build those from recorded
-    shapes, so the variables are created by one forward pass on a tiny zero batch (side ``self.size_factor``)."""
-
-    def create_variables(self):
-        side = self.size_factor
-        self(tf.zeros([1, side, side, 3]), tf.zeros([1, side, side, 1]))
-
-    def build_from_config(self, config):
-        # Called by keras.models.load_model before the weights are restored.
-        if config:
-            self.create_variables()
-
-
-def composite(prediction, image, mask):
-    """Known pixels from ``image``, hole pixels from ``prediction`` (mask: 1 = hole)."""
-    mask = tf.cast(mask, prediction.dtype)
-    image = tf.cast(image, prediction.dtype)
-    return prediction * mask + image * (1.0 - mask)
 
 
 def hole_bbox_offsets(mask, patch_height, patch_width):

@@ -1,5 +1,5 @@
 """CRA / HiFill (Yi et al., CVPR 2020): Contextual Residual Aggregation for ultra high-resolution inpainting
-(spec section 5), in its checkpoint-exact form (2,722,791 generator parameters at ``cnum=32``).
+(docs/architectures.md §5), in its checkpoint-exact form (2,722,791 generator parameters at ``cnum=32``).
 
 * Coarse network: light-weight gated convs with a single-channel gate (LWGC_sc) on the 2x-downsampled input.
 * Refine network: U-Net-like, convs gated by a 1x1 ("pointwise") conv as in the released checkpoint; contextual
@@ -10,35 +10,71 @@
 
 The network is trained and run at 512 x 512 by default, but takes any height and width that are multiples of 16
 (three stride-2 levels, then attention matched on a stride-2 grid: the matching grid is H/16 x W/16).
-``inpaint_high_res`` runs it on images of any size (8K included) with contextual residual aggregation.
+The inference pipeline's ``cra`` strategy (``tfinpaint.inference.pipeline``) runs it on images of any size (8K
+and beyond) with contextual residual aggregation, using ``attention_cell``.
+``CRAConfig`` holds the options (presets "paper" and "tiny"); the training recipe is
+``tfinpaint.training.recipes.cra``.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
+from typing import ClassVar
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinpaint import losses
-from tfinpaint.layers.attention_transfer import AttentionTransfer, aggregate_residual
+from tfinpaint.layers.attention_transfer import AttentionTransfer
 from tfinpaint.layers.contextual_attention import DEFAULT_MEMORY_BUDGET_MB, ContextualAttention
 from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
-from tfinpaint.models.common import BuildsByCalling, check_image_and_mask, composite, from_internal, to_internal
-from tfinpaint.models.registry import ModelBundle
-from tfinpaint.training.recipe import ModelSet, Phase, Recipe
+from tfinpaint.models.base import InpaintingGenerator, ModelConfig, check_positive_int
+from tfinpaint.models.common import from_internal, to_internal
 
-SIZE_FACTOR = 16
-# Side of one attention-grid cell in input pixels: 8 (bottleneck) x 2 (attention rate).
+# Side of one attention-grid cell in input pixels: 8 (bottleneck) x 2 (attention rate); also the size factor.
 ATTENTION_CELL = 16
+# The long side the network runs at on larger images (its training size in the paper).
+WORKING_SIZE = 512
 _COARSE_DILATIONS = (1, 1, 1, 2, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8)
 _REFINE_DILATIONS = (1, 2, 4, 8, 16)
 
 
-def size_factor(**options) -> int:
-    """Height and width must be multiples of 16."""
-    del options
-    return SIZE_FACTOR
+@dataclasses.dataclass(frozen=True)
+class CRAConfig(ModelConfig):
+    """CRA / HiFill options.
+
+    cnum: generator base width (``GEN_NC``), an even number. dnum: critic base width.
+    bgr: feed the network BGR instead of RGB (the official checkpoint saw cv2-loaded BGR images).
+    return_flow: the generator also returns ``"flow"``, the colour-coded argmax offsets of the attention.
+    image_size: the training size (square, a multiple of 16): it sizes the critic's Dense layer and the crops.
+    coarse_size: side of the square the coarse stage works at (the official code: 256 whatever the input; converted
+        official weights record 256); None uses half the input's height and width. Both agree at 512 x 512.
+    """
+
+    MODEL: ClassVar[str] = "cra"
+    LOAD_OPTIONS: ClassVar[tuple] = ("attention_memory_budget_mb",)
+    PRESETS: ClassVar[dict] = {"paper": {}, "tiny": {"cnum": 8, "dnum": 8, "image_size": 64}}
+
+    cnum: int = 32
+    dnum: int = 64
+    bgr: bool = False
+    return_flow: bool = True
+    image_size: int = 512
+    coarse_size: int | None = None
+
+    def __post_init__(self):
+        self._set("cnum", check_positive_int("cra", "cnum", self.cnum, multiple=2, minimum=2))
+        self._set("dnum", check_positive_int("cra", "dnum", self.dnum))
+        self._set("image_size", check_positive_int("cra", "image_size", self.image_size, multiple=self.size_factor,
+                                                   minimum=self.size_factor))
+        self._set("bgr", bool(self.bgr))
+        self._set("return_flow", bool(self.return_flow))
+        if self.coarse_size is not None:
+            self._set("coarse_size", check_positive_int("cra", "coarse_size", self.coarse_size, multiple=4, minimum=4))
+
+    @property
+    def size_factor(self) -> int:
+        """Height and width must be multiples of 16."""
+        return ATTENTION_CELL
 
 
 def _hifill_init():
@@ -54,42 +90,35 @@ def _resize_bilinear_tf1(x, size):
 
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
-class CRAGenerator(BuildsByCalling, keras.Model):
+class CRAGenerator(InpaintingGenerator):
     """HiFill generator (checkpoint-exact): 2,722,791 trainable parameters at ``cnum=32``
     (coarse 811,489 + refine 1,911,302).
 
     Args:
-        cnum: base width (``GEN_NC``); an even number.
-        bgr: feed the network BGR instead of RGB (the official checkpoint saw cv2-loaded BGR images).
-        return_flow: also return ``"flow"``, the colour-coded argmax offsets of the attention (visualisation).
+        config: a ``CRAConfig`` (or its options as keywords).
+    Load-time option (not saved with the config):
         attention_memory_budget_mb: score-matrix budget of the contextual attention before it chunks.
-        coarse_size: side of the square the coarse stage works at (the official code: 256 whatever the input);
-            None (default) uses half the input's height and width. Both agree at 512 x 512.
 
     ``call(image, mask)`` returns float32 tensors: ``"output"`` (composited, [0, 1]), ``"raw"`` (refine output),
     ``"coarse"`` (coarse output upsampled to the input size), ``"attention"`` ([B, L, L] with L = H/16 * W/16,
     rows = query cells, columns = source cells) and, with ``return_flow``, ``"flow"`` (input resolution).
     """
 
-    size_factor = SIZE_FACTOR
+    CONFIG = CRAConfig
+    working_size = WORKING_SIZE
+    default_hd_strategy = "cra"
     attention_cell = ATTENTION_CELL
+    _BUILD_SIDE = 32
 
-    def __init__(self, cnum=32, bgr=False, return_flow=True, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
-                 coarse_size=None, **kwargs):
+    def __init__(self, config=None, **kwargs):
         # No input autocast under mixed precision: the float32 image must reach the final composite untouched,
         # so that known pixels stay bit-exact. The layers inside still compute in the policy's compute dtype.
         kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        if int(cnum) != cnum or cnum < 2 or cnum % 2:
-            raise ValueError(f"cra: cnum must be a positive even integer, got {cnum}")
-        self.cnum = int(cnum)
-        self.bgr = bool(bgr)
-        self.return_flow = bool(return_flow)
-        self.attention_memory_budget_mb = attention_memory_budget_mb
-        if coarse_size is not None and (int(coarse_size) != coarse_size or coarse_size < 4 or coarse_size % 4):
-            raise ValueError(f"cra: coarse_size must be None or a positive multiple of 4, got {coarse_size}")
-        self.coarse_size = None if coarse_size is None else int(coarse_size)
-        c = self.cnum
+        super().__init__(config, **kwargs)
+        self.bgr = self.config.bgr
+        self.return_flow = self.config.return_flow
+        self.coarse_size = self.config.coarse_size
+        c = self.config.cnum
 
         def coarse(name, filters, kernel=3, strides=1, dilation=1):
             return GatedConv2D(filters, kernel, strides=strides, dilation_rate=dilation, activation="elu",
@@ -128,7 +157,7 @@ class CRAGenerator(BuildsByCalling, keras.Model):
         self.re_dil = [refine(f"re_dil_d{d}", 4 * c, dilation=d) for d in _REFINE_DILATIONS]
         self.attention = ContextualAttention(ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10.0, fuse=True,
                                              mode="hifill", return_flow=self.return_flow, return_attention=True,
-                                             memory_budget_mb=attention_memory_budget_mb, name="contextual_attention")
+                                             memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, name="contextual_attention")
         self.re_att_64_att1 = refine("re_att_64_att1", 4 * c)
         self.re_att_64_att3 = refine("re_att_64_att3", 4 * c)
         self.re_de_up_128 = upsample("re_de_up__128", 2 * c, "pointwise")
@@ -140,12 +169,22 @@ class CRAGenerator(BuildsByCalling, keras.Model):
         self.transfer_256 = AttentionTransfer(name="attention_transfer_256")
         self.re_de_att_256 = [refine("re_de_att_256_1", c), refine("re_de_att_256_2", c, dilation=2)]
         self.re_de_to_rgb = upsample("re_de_toRGB__256", 3, "pointwise")
+        self.apply_initial_load_options()
+
+    @property
+    def attention_memory_budget_mb(self) -> float:
+        return self.attention.memory_budget_mb
+
+    @attention_memory_budget_mb.setter
+    def attention_memory_budget_mb(self, value):
+        if not float(value) > 0:
+            raise ValueError(f"cra: `attention_memory_budget_mb` must be > 0, got {value!r}")
+        self.attention.memory_budget_mb = float(value)
 
     def call(self, image, mask, training=None):
         image = tf.convert_to_tensor(image)
         mask = tf.convert_to_tensor(mask)
-        check_image_and_mask("CRAGenerator", image, mask, SIZE_FACTOR,
-                             hint="; pad or resize the input (cra.inpaint_high_res handles any size)")
+        self.check_inputs(image, mask, hint="; pad or resize the input (tfinpaint.load handles any size)")
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
         dtype = self.compute_dtype
@@ -198,7 +237,7 @@ class CRAGenerator(BuildsByCalling, keras.Model):
         raw = from_internal(x2, self.bgr)
         outputs = {
             # Compositing in float32 with the caller's own image keeps known pixels bit-exact.
-            "output": composite(raw, image, mask),
+            "output": self.composite(raw, image, mask),
             "raw": raw,
             "coarse": from_internal(x1, self.bgr),
             "attention": tf.cast(attention, tf.float32),
@@ -207,12 +246,6 @@ class CRAGenerator(BuildsByCalling, keras.Model):
             flow = tf.image.resize(tf.cast(flow, tf.float32), height_width, method="nearest")
             outputs["flow"] = tf.stop_gradient(tf.clip_by_value(flow, 0.0, 1.0))
         return outputs
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(cnum=self.cnum, bgr=self.bgr, return_flow=self.return_flow,
-                      attention_memory_budget_mb=self.attention_memory_budget_mb, coarse_size=self.coarse_size)
-        return config
 
 
 def _as_size(image_size, owner):
@@ -278,215 +311,16 @@ class CRACritic(keras.Model):
         return config
 
 
-def make_losses(bgr=False):
-    """Official HiFill objective (spec 5.9): hole L1 (not area-normalised) + valid L1 normalised by the valid area,
-    the coarse terms weighted by ``coarse``, WGAN with a gradient penalty over the whole image."""
-    def generator_loss(models: ModelSet, batch, weights, training):
-        image, mask = batch["image"], batch["mask"]
-        out = models.generator(image, mask, training=training)
-        real = to_internal(image, bgr)
-        coarse_weight = weights.get("coarse", 1.2)
-        hole_coarse, valid_coarse = losses.masked_l1(real, to_internal(out["coarse"], bgr), mask)
-        hole_fine, valid_fine = losses.masked_l1(real, to_internal(out["raw"], bgr), mask)
-        l1_hole = coarse_weight * hole_coarse + hole_fine
-        # Guarded so that an all-hole batch (zero valid area, zero numerator) gives 0 rather than NaN.
-        valid_fraction = tf.maximum(tf.reduce_mean(1.0 - tf.cast(mask, tf.float32)), 1e-6)
-        ae_valid = (coarse_weight * valid_coarse + valid_fine) / valid_fraction
-        total = weights.get("l1", 1.2) * l1_hole + weights.get("ae", 1.2) * ae_valid
-        result = {"l1_hole": l1_hole, "ae_valid": ae_valid}
-        gan_weight = weights.get("gan", 0.001)
-        if gan_weight:
-            d_fake = models.discriminators["critic"](to_internal(out["output"], bgr), training=training)
-            result["gan"] = losses.wgan_generator_loss(d_fake)
-            total = total + gan_weight * result["gan"]
-        result["total"] = total
-        return result
-
-    def discriminator_loss(models: ModelSet, batch, weights, training):
-        image, mask = batch["image"], batch["mask"]
-        critic = models.discriminators["critic"]
-        real = to_internal(image, bgr)
-        fake = tf.stop_gradient(to_internal(models.generator(image, mask, training=training)["output"], bgr))
-        d_real, d_fake = tf.split(critic(tf.concat([real, fake], axis=0), training=training), 2, axis=0)
-        wgan = losses.wgan_discriminator_loss(d_real, d_fake)
-        # The official penalty ignores its mask argument: the gradient norm is over the whole image.
-        penalty = losses.gradient_penalty(critic, real, fake, mask=None, training=training)
-        return {"total": wgan + weights.get("gp", 10.0) * penalty, "wgan": wgan, "gp": penalty}
-
-    return generator_loss, discriminator_loss
-
-
-def make_recipe(bgr=False, image_size=512) -> Recipe:
-    """Spec 5.9-5.10: separate Adam 1e-4 (0.5, 0.9), three critic steps per generator step, batch 8 at 512."""
-    generator_loss, discriminator_loss = make_losses(bgr)
-    adam = {"class_name": "Adam", "learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.9}
-    return Recipe(
-        generator_loss=generator_loss,
-        discriminator_loss=discriminator_loss,
-        loss_weights={"l1": 1.2, "ae": 1.2, "coarse": 1.2, "gan": 0.001, "gp": 10.0},
-        g_optimizer=dict(adam),
-        d_optimizer=dict(adam),
-        phases=[Phase(name="adversarial", critic_steps=3)],
-        image_size=image_size,
-        size_factor=SIZE_FACTOR,
-        batch_size=8,
-    )
-
-
-def build(cnum=32, dnum=64, bgr=False, image_size=512, return_flow=True,
-          attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, coarse_size=None,
-          **unused) -> ModelBundle:
-    """Builds (and initialises the weights of) the generator, the critic and the default recipe.
-
-    ``image_size`` (int, square) is the training size: it sizes the critic's Dense layer and the recipe's crop.
-    ``coarse_size``: see ``CRAGenerator`` (converted official weights record 256).
-    """
-    if unused:
-        raise ValueError(f"cra: unknown option(s) {', '.join(sorted(unused))}")
-    if int(image_size) != image_size or image_size < SIZE_FACTOR or image_size % SIZE_FACTOR:
-        raise ValueError(f"cra: image_size must be a positive multiple of {SIZE_FACTOR}, got {image_size}")
-    image_size = int(image_size)
-    generator = CRAGenerator(cnum=cnum, bgr=bgr, return_flow=return_flow,
-                             attention_memory_budget_mb=attention_memory_budget_mb, coarse_size=coarse_size,
-                             name="cra_generator")
-    critic = CRACritic(dnum=dnum, input_size=(image_size, image_size), name="critic")
-    # Variables exist from the start (parameter counts, checkpoints and optimizers need them).
+def build_generator(config: CRAConfig) -> CRAGenerator:
+    """The registry's generator builder: a CRA generator with its variables created."""
+    generator = CRAGenerator(config, name="cra_generator")
     generator.create_variables()
-    critic.build((None, image_size, image_size, 3))
-    return ModelBundle(generator, {"critic": critic}, make_recipe(bgr, image_size))
+    return generator
 
 
-# --------------------------------------------------------------------------------------------------------------
-# High-resolution inference: Contextual Residual Aggregation (spec 5.7).
-# --------------------------------------------------------------------------------------------------------------
-
-def working_shape(height, width, working_size=512, factor=SIZE_FACTOR):
-    """Network input size for an image: the long side becomes ``working_size`` and the short side the multiple of
-    ``factor`` nearest to keeping the aspect ratio (so the ratio changes by at most ``factor / 2`` pixels on the
-    short side, never a squash to a square)."""
-    scale = working_size / max(height, width)
-
-    def short(side):
-        return max(factor, int(round(side * scale / factor)) * factor)
-
-    if height >= width:
-        return working_size, short(width)
-    return short(height), working_size
-
-
-@tf.function(reduce_retracing=True)
-def _filled_plane(plane, small_plane, small_output_plane, big_hole, attention, grid_shape, resized):
-    """One colour channel of the CRA result at the input resolution (uint8 [H, W]; only its hole pixels are used).
-
-    plane: [1, H, W, 1] uint8 input channel; small_plane / small_output_plane: [1, h, w, 1] working-resolution
-    input and network output in [0, 1]; big_hole: [1, Hb, Wb, 1] bool hole mask of the aggregation grid
-    (Hb x Wb = grid x r); attention: [1, N, N]. A graph function, so each full-size temporary is freed as soon
-    as its last consumer has run.
-    """
-    height, width = tf.shape(plane)[1], tf.shape(plane)[2]
-    big_size = tf.shape(big_hole)[1:3]
-    if resized:
-        large = tf.image.resize(plane, big_size, method="bilinear") / 255.0
-    else:
-        large = tf.cast(plane, tf.float32) / 255.0
-    base = tf.image.resize(small_plane, big_size, method="bilinear")
-    residual = tf.where(big_hole, 0.0, large - base)
-    aggregated = aggregate_residual(residual, attention, grid_shape=grid_shape)
-    upsampled = tf.image.resize(small_output_plane, big_size, method="bilinear")
-    value = tf.clip_by_value(upsampled + aggregated, 0.0, 1.0) * 255.0
-    if resized:
-        value = tf.image.resize(value, tf.stack([height, width]), method="bilinear")
-    return tf.cast(tf.round(value), tf.uint8)[0, :, :, 0]
-
-
-def inpaint_high_res(generator, image_uint8_rgb, mask_hole, working_size=512, return_stages=False):
-    """Inpaints an image of any size with a CRA generator run at ``working_size`` (its long side).
-
-    Steps (spec 5.7, with the aspect ratio kept): the image is area-downscaled to the working size (long side
-    ``working_size``, short side a multiple of the generator's factor); a small pixel is a hole if any pixel under
-    it is. The network gives the small inpainted image and its attention matrix over an Hq x Wq grid. At full
-    resolution the low-frequency base is the bilinear upsample of the small image, the residual is
-    ``(image - base) * valid``, and each cell's residual is replaced by the attention-weighted sum of the
-    residuals of the source cells (``aggregate_residual``). The result is the bilinear upsample of the small
-    output plus the aggregated residual, pasted into the hole only: known pixels are the input's own bytes.
-
-    Cells must be square with an integer side r: the full-resolution grid is the working image scaled by r / 16.
-    When the image is not exactly that size (its sides not multiples of the grid, or its proportions rounded by
-    the working size), it is resized (bilinear) to it, aggregated there and the filled result resized back; the
-    known pixels are never resampled. Memory: one colour channel at a time in float32 (a few H x W x 4 byte
-    planes at peak, under 1 GB for 8K) plus a few uint8 copies of the image.
-
-    Args:
-        generator: a ``CRAGenerator`` (anything with the same call signature and ``"output"``/``"attention"``).
-        image_uint8_rgb: H x W x 3 uint8 RGB image.
-        mask_hole: H x W (or H x W x 1) mask, hole where the value is > 0.5 (so 0/1 floats and 0/255 bytes work).
-        working_size: long side of the network input; a multiple of the generator's size factor.
-        return_stages: also return a dict of the network's working-resolution outputs (float32 [0, 1] arrays:
-            "image", "mask", "coarse", "raw", "output" and "flow" when the generator returns it).
-
-    Returns:
-        H x W x 3 uint8 array (and the stages dict when ``return_stages``).
-    """
-    image = np.asarray(image_uint8_rgb)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError("inpaint_high_res: `image_uint8_rgb` must be an H x W x 3 uint8 array, got "
-                         f"{image.dtype} array of shape {image.shape}")
-    mask = np.asarray(mask_hole)
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        mask = mask[..., 0]
-    if mask.shape != image.shape[:2]:
-        raise ValueError(f"inpaint_high_res: `mask_hole` must be H x W = {image.shape[:2]}, got shape {mask.shape}")
-    factor = int(getattr(generator, "size_factor", SIZE_FACTOR))
-    cell = int(getattr(generator, "attention_cell", ATTENTION_CELL))
-    if int(working_size) != working_size or working_size < factor or working_size % factor:
-        raise ValueError(f"inpaint_high_res: working_size must be a positive multiple of {factor}, "
-                         f"got {working_size}")
-
-    hole = mask > 0.5
-    height, width = image.shape[:2]
-    small_h, small_w = working_shape(height, width, int(working_size), factor)
-    grid_h, grid_w = small_h // cell, small_w // cell
-
-    # Area averages at float32 precision; any hole pixel under a small pixel makes it a hole, so no hole content
-    # leaks into the small image's known pixels.
-    small_image = tf.image.resize(image[None], (small_h, small_w), method="area")[0] / 255.0
-    small_hole = tf.cast(
-        tf.image.resize(hole[None, :, :, None].view(np.uint8), (small_h, small_w), method="area")[0] > 0,
-        tf.float32)
-    outputs = generator(small_image[None], small_hole[None], training=False)
-    small_output = outputs["output"][0]
-    attention = tf.cast(outputs["attention"], tf.float32)
-    if attention.shape[-1] != grid_h * grid_w:
-        raise ValueError(f"inpaint_high_res: the generator's attention has {attention.shape[-1]} cells, expected "
-                         f"{grid_h} x {grid_w} cells of {cell} px for a {small_h} x {small_w} input")
-
-    # Full-resolution grid of square r x r cells: the working image scaled by exactly r / cell, so the large
-    # image has the small image's proportions. The input is resized to it only when its sides are not already
-    # those multiples of the grid (e.g. 7680 x 4320 -> 512 x 288 -> 240 px cells: no resize).
-    side = max(math.ceil(height / grid_h), math.ceil(width / grid_w))
-    big_h, big_w = grid_h * side, grid_w * side
-    resized = (big_h, big_w) != (height, width)
-    if resized:
-        # Conservative: a pixel touched by any hole pixel stays out of the residual.
-        big_hole = tf.image.resize(hole[None, :, :, None].view(np.uint8), (big_h, big_w), method="bilinear") > 0
-    else:
-        big_hole = tf.constant(hole[None, :, :, None])
-
-    result = image.copy()
-    for channel in range(3 if hole.any() else 0):
-        # One colour channel at a time bounds the float32 working set to a few H x W planes.
-        filled = _filled_plane(
-            tf.constant(image[None, :, :, channel:channel + 1]),
-            small_image[None, :, :, channel:channel + 1],
-            small_output[None, :, :, channel:channel + 1],
-            big_hole,
-            attention,
-            grid_shape=(grid_h, grid_w),
-            resized=resized,
-        )
-        np.copyto(result[:, :, channel], filled.numpy(), where=hole)
-    if not return_stages:
-        return result
-    stages = {"image": small_image.numpy(), "mask": small_hole.numpy()}
-    stages.update({key: value[0].numpy() for key, value in outputs.items() if key != "attention"})
-    return result, stages
+def build_discriminators(config: CRAConfig) -> dict:
+    """The registry's discriminators builder: ``{"critic": CRACritic}`` built for the training size."""
+    size = config.image_size
+    critic = CRACritic(dnum=config.dnum, input_size=(size, size), name="critic")
+    critic.build((None, size, size, 3))
+    return {"critic": critic}

@@ -8,8 +8,9 @@ Spec: ``shared/spec/architectures.md`` §1, decisions in ``decisions.md``.
   then contextual attention matches on a further x1/2 grid).
 * ``DeepFillV1Critic``: the WGAN-GP critics (spec §1.5): local (on the hole-centred H/2 x W/2 patch) and global
   (whole image), 7,072,770 trainable parameters together at ``dnum=64``.
-* ``build`` / ``size_factor``: registry entry points. The recipe is the official one (spec §1.6-1.7), with the
-  spatial discount measured to the nearest known pixel (decisions.md).
+* ``DeepFillV1Config``: the options (presets "paper" and "tiny"); ``build_generator`` / ``build_discriminators``:
+  the registry's builders. The recipe (``tfinpaint.training.recipes.deepfill_v1``) is the official one
+  (spec §1.6-1.7), with the spatial discount measured to the nearest known pixel (decisions.md).
 
 Internally the networks work in [-1, 1] (and BGR with ``bgr=True``, for official weights); the public API is
 RGB in [0, 1]. The critics take images in that internal space, so the gradient penalty is measured on the same
@@ -17,39 +18,70 @@ scale as in the paper.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import keras
 import tensorflow as tf
 
 from tfinpaint.layers.contextual_attention import DEFAULT_MEMORY_BUDGET_MB, ContextualAttention
 from tfinpaint.layers.row_tiling import Downsample, Local, Upsample
-from tfinpaint.losses import gradient_penalty, l1, spatial_discount, wgan_discriminator_loss, wgan_generator_loss
+from tfinpaint.models.base import InpaintingGenerator, ModelConfig, check_positive_int
 from tfinpaint.models.common import (
     DEFAULT_TILE_PIXELS,
-    check_image_and_mask,
     check_tile_pixels,
     composite,
-    crop_patches,
     from_internal,
-    hole_bbox_offsets,
     inference_tile_rows,
     map_full_resolution_end,
     to_internal,
-    to_signed,
 )
-from tfinpaint.models.registry import ModelBundle
-from tfinpaint.training.recipe import Phase, Recipe
 
 __all__ = [
+    "DeepFillV1Config",
     "DeepFillV1Generator",
     "DeepFillV1Critic",
     "NearestUpsample2D",
-    "build",
-    "size_factor",
-    "make_recipe",
+    "build_generator",
+    "build_discriminators",
 ]
 
-SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepFillV1Config(ModelConfig):
+    """DeepFill v1 options.
+
+    cnum / dnum: generator / critic base widths (32 and 64 official). bgr: the networks see BGR (official
+    weights were trained on cv2 images). align_corners: official neuralgym nearest resizes (x2 upsampling, mask
+    downscale) for weight parity; the default pixel-repeat upsampling is the natural choice for training from
+    scratch. image_size: training crop side (a multiple of 32); it fixes the critics' Dense input sizes (the
+    global critic works at image_size, the local one at image_size / 2).
+    """
+
+    MODEL: ClassVar[str] = "deepfill_v1"
+    LOAD_OPTIONS: ClassVar[tuple] = ("tile_pixels", "attention_memory_budget_mb")
+    PRESETS: ClassVar[dict] = {"paper": {}, "tiny": {"cnum": 8, "dnum": 4, "image_size": 32}}
+
+    cnum: int = 32
+    dnum: int = 64
+    bgr: bool = False
+    align_corners: bool = False
+    image_size: int = 256
+
+    def __post_init__(self):
+        self._set("cnum", check_positive_int("deepfill_v1", "cnum", self.cnum, minimum=2))
+        self._set("dnum", check_positive_int("deepfill_v1", "dnum", self.dnum))
+        self._set("image_size", check_positive_int("deepfill_v1", "image_size", self.image_size, multiple=32,
+                                                   minimum=32))
+        self._set("bgr", bool(self.bgr))
+        self._set("align_corners", bool(self.align_corners))
+
+    @property
+    def size_factor(self) -> int:
+        """Sides must be multiples of 8: two stride-2 convs, then attention matches on a x1/2 grid."""
+        return 8
 
 
 def _resize_nearest(x, size, align_corners):
@@ -111,7 +143,7 @@ def _conv(name, filters, kernel_size=3, strides=1, dilation_rate=1, activation="
 
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
-class DeepFillV1Generator(keras.Model):
+class DeepFillV1Generator(InpaintingGenerator):
     """DeepFill v1 coarse-to-fine generator (spec §1.3).
 
     ``call(image, mask, training=None)``: image float [B, H, W, 3] RGB in [0, 1], mask [B, H, W, 1] with
@@ -119,9 +151,7 @@ class DeepFillV1Generator(keras.Model):
     ``"raw"`` (refined prediction), ``"coarse"`` (stage-1 prediction) and ``"flow"`` (contextual-attention
     flow image at input resolution, visualisation only).
 
-    cnum: base width (32 official). bgr: the networks see BGR (official weights were trained on cv2 images).
-    align_corners: official neuralgym nearest resizes (x2 upsampling, mask downscale) for weight parity; the
-        default pixel-repeat upsampling is the natural choice for training from scratch.
+    config: a ``DeepFillV1Config`` (or its options as keywords). Load-time options (not saved with the config):
     attention_memory_budget_mb: passed to ``ContextualAttention`` (chunking of the score matrix).
     tile_pixels: at inference, the full-resolution ends (the convolutions down to 1/4 resolution and the decoders
         back up from it) run in bands of about this many full-resolution pixels, which bounds peak memory at high
@@ -129,19 +159,17 @@ class DeepFillV1Generator(keras.Model):
         runs untiled.
     """
 
-    def __init__(self, cnum=32, bgr=False, align_corners=False,
-                 attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, tile_pixels=DEFAULT_TILE_PIXELS, **kwargs):
+    CONFIG = DeepFillV1Config
+
+    def __init__(self, config=None, **kwargs):
         # The wrapper itself runs in float32 so Keras does not cast the inputs down under a mixed policy (the
         # known pixels must come back bit-exact); the sub-networks follow the global policy.
         kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        if int(cnum) < 2:
-            raise ValueError(f"DeepFillV1Generator: `cnum` must be >= 2, got {cnum}")
-        self.cnum = c = int(cnum)
-        self.bgr = bool(bgr)
-        self.align_corners = bool(align_corners)
-        self.attention_memory_budget_mb = float(attention_memory_budget_mb)
-        self.tile_pixels = check_tile_pixels("DeepFillV1Generator", tile_pixels)
+        self._tile_pixels = DEFAULT_TILE_PIXELS
+        super().__init__(config, **kwargs)
+        c = self.config.cnum
+        self.bgr = self.config.bgr
+        self.align_corners = self.config.align_corners
 
         def up(name, filters):
             return [NearestUpsample2D(self.align_corners, name=f"{name}_resize"), _conv(name, filters)]
@@ -196,16 +224,35 @@ class DeepFillV1Generator(keras.Model):
         )
         self.contextual_attention = ContextualAttention(
             ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10.0, fuse=True, mode="deepfill",
-            return_flow=True, memory_budget_mb=self.attention_memory_budget_mb, name="contextual_attention",
+            return_flow=True, memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, name="contextual_attention",
         )
         self.attention_decoder = keras.Sequential(
             [_conv("pmconv9", 4 * c), _conv("pmconv10", 4 * c)], name="attention_decoder"
         )
         self.refine_decoder = keras.Sequential(decoder("all"), name="refine_decoder")
+        self.apply_initial_load_options()
+
+    @property
+    def tile_pixels(self) -> int:
+        return self._tile_pixels
+
+    @tile_pixels.setter
+    def tile_pixels(self, value):
+        self._tile_pixels = check_tile_pixels("DeepFillV1Generator", value)
+
+    @property
+    def attention_memory_budget_mb(self) -> float:
+        return self.contextual_attention.memory_budget_mb
+
+    @attention_memory_budget_mb.setter
+    def attention_memory_budget_mb(self, value):
+        if not float(value) > 0:
+            raise ValueError(f"deepfill_v1: `attention_memory_budget_mb` must be > 0, got {value!r}")
+        self.contextual_attention.memory_budget_mb = float(value)
 
     def build(self, image_shape):
         del image_shape  # fully convolutional: the weights do not depend on the size
-        c = self.cnum
+        c = self.config.cnum
         five_channels = (None, None, None, 5)  # [image, ones, mask]
         self.coarse.build(five_channels)
         self.hallucination.build(five_channels)
@@ -213,10 +260,13 @@ class DeepFillV1Generator(keras.Model):
         self.attention_decoder.build((None, None, None, 4 * c))
         self.refine_decoder.build((None, None, None, 8 * c))
 
+    def create_variables(self):
+        self.build((None, None, None, 3))  # fully convolutional: channel counts fix every weight
+
     def call(self, image, mask, training=None):
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
-        check_image_and_mask("DeepFillV1Generator", image, mask, SIZE_FACTOR)
+        self.check_inputs(image, mask)
         tile_rows = inference_tile_rows(image, self.tile_pixels, training)
 
         def run(layers, x):
@@ -264,22 +314,11 @@ class DeepFillV1Generator(keras.Model):
         flow = tf.image.resize(tf.cast(flow, tf.float32), tf.shape(image)[1:3], method="nearest")
         return {
             # Compositing in float32 with the caller's own image keeps the known pixels bit-exact.
-            "output": composite(raw, image, mask),
+            "output": self.composite(raw, image, mask),
             "raw": raw,
             "coarse": from_internal(coarse, self.bgr),
             "flow": tf.stop_gradient(flow),
         }
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "cnum": self.cnum,
-            "bgr": self.bgr,
-            "align_corners": self.align_corners,
-            "attention_memory_budget_mb": self.attention_memory_budget_mb,
-            "tile_pixels": self.tile_pixels,
-        })
-        return config
 
 
 _CRITIC_KINDS = ("local", "global")
@@ -339,140 +378,21 @@ class DeepFillV1Critic(keras.Model):
         return config
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Training recipe (spec §1.6-1.7)
+def build_generator(config: DeepFillV1Config) -> DeepFillV1Generator:
+    """The registry's generator builder: a DeepFill v1 generator with its variables created."""
+    generator = DeepFillV1Generator(config, name="deepfill_v1_generator")
+    generator.create_variables()
+    return generator
 
 
-def _local_window(mask, owner):
-    """Offsets and size of the H/2 x W/2 window centred on each sample's hole bounding box."""
-    height, width = mask.shape[1], mask.shape[2]
-    if height is None or width is None:
-        # tfinpaint.models.common.hole_bbox_offsets takes the window size as Python ints.
-        raise ValueError(f"{owner}: the local patch needs a static image height and width, got {mask.shape}")
-    size = (height // 2, width // 2)
-    return hole_bbox_offsets(mask, *size), size
-
-
-def make_losses(bgr=False):
-    """The generator and critic losses; ``bgr`` must match the generator's (the critics see its space)."""
-
-    def generator_loss(models, batch, weights, training):
-        """``l1 * L1_local + ae * AE + gan * (global_gan * g_global + g_local)`` in [-1, 1] (official v1):
-
-        L1_local = coarse_l1 * mean(|x - x1| D) + mean(|x - x2| D) on the local patch, D the spatial discount
-        (gamma 0.9, distance to the nearest known pixel, measured in the whole image and then cropped);
-        AE = [coarse_l1 * mean(|x - x1| (1 - M)) + mean(|x - x2| (1 - M))] / mean(1 - M);
-        g = -mean(critic(completed)). The critics are skipped when ``gan`` is 0.
-        """
-        image, mask = batch["image"], batch["mask"]
-        outputs = models.generator(image, mask, training=training)
-        offsets, (patch_h, patch_w) = _local_window(mask, "deepfill_v1.generator_loss")
-
-        def crop(tensor):
-            return crop_patches(tensor, offsets, patch_h, patch_w)
-
-        # L1 is blind to the channel order, so these terms use RGB; the critics get the internal order.
-        real = to_signed(image)
-        coarse = to_signed(outputs["coarse"])
-        refined = to_signed(outputs["raw"])
-        discount = crop(spatial_discount(mask, gamma=0.9))
-        local_real = crop(real)
-        l1_local = (weights["coarse_l1"] * l1(local_real, crop(coarse), weight=discount)
-                    + l1(local_real, crop(refined), weight=discount))
-        valid = 1.0 - tf.cast(mask, tf.float32)
-        ae = tf.math.divide_no_nan(
-            weights["coarse_l1"] * l1(real, coarse, weight=valid) + l1(real, refined, weight=valid),
-            tf.reduce_mean(valid),
-        )
-        losses = {"l1": l1_local, "ae": ae}
-        total = weights["l1"] * l1_local + weights["ae"] * ae
-        if weights["gan"] != 0.0:
-            completed = to_internal(outputs["output"], bgr)
-            gan_local = wgan_generator_loss(models.discriminators["local"](crop(completed), training=training))
-            gan_global = wgan_generator_loss(models.discriminators["global"](completed, training=training))
-            losses.update(gan_local=gan_local, gan_global=gan_global)
-            total = total + weights["gan"] * (weights["global_gan"] * gan_global + gan_local)
-        losses["total"] = total
-        return losses
-
-    def discriminator_loss(models, batch, weights, training):
-        """``d_local + d_global + gp * (gp_local + gp_global)``, d = mean(D(fake)) - mean(D(real)); the
-        gradient penalty's norm runs over hole pixels only (the local critic uses the cropped mask)."""
-        image, mask = batch["image"], batch["mask"]
-        completed = tf.stop_gradient(to_internal(models.generator(image, mask, training=training)["output"], bgr))
-        real = to_internal(image, bgr)
-        offsets, (patch_h, patch_w) = _local_window(mask, "deepfill_v1.discriminator_loss")
-
-        def crop(tensor):
-            return crop_patches(tensor, offsets, patch_h, patch_w)
-
-        local_critic = models.discriminators["local"]
-        global_critic = models.discriminators["global"]
-        local_real, local_fake, local_mask = crop(real), crop(completed), crop(tf.cast(mask, tf.float32))
-        wgan_local = wgan_discriminator_loss(local_critic(local_real, training=training),
-                                             local_critic(local_fake, training=training))
-        wgan_global = wgan_discriminator_loss(global_critic(real, training=training),
-                                              global_critic(completed, training=training))
-        gp_local = gradient_penalty(local_critic, local_real, local_fake, mask=local_mask, training=training)
-        gp_global = gradient_penalty(global_critic, real, completed, mask=mask, training=training)
-        total = wgan_local + wgan_global + weights["gp"] * (gp_local + gp_global)
-        return {
-            "wgan_local": wgan_local,
-            "wgan_global": wgan_global,
-            "gp_local": gp_local,
-            "gp_global": gp_global,
-            "total": total,
-        }
-
-    return generator_loss, discriminator_loss
-
-
-def make_recipe(bgr=False, image_size=256, batch_size=16):
-    """Official v1 schedule: one phase, 5 critic steps per generator step, Adam 1e-4 (0.5, 0.9) for G and D."""
-    generator_loss, discriminator_loss = make_losses(bgr)
-    adam = {"class_name": "Adam", "learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.9}
-    return Recipe(
-        generator_loss=generator_loss,
-        discriminator_loss=discriminator_loss,
-        # coarse_l1 multiplies the stage-1 terms inside l1 and ae (official COARSE_L1_ALPHA).
-        loss_weights={"l1": 1.2, "ae": 1.2, "coarse_l1": 1.2, "gan": 0.001, "global_gan": 1.0, "gp": 10.0},
-        g_optimizer=dict(adam),
-        d_optimizer=dict(adam),
-        phases=[Phase("wgan_gp", steps=None, train_generator=True, train_discriminator=True, critic_steps=5)],
-        image_size=image_size,
-        size_factor=SIZE_FACTOR,
-        batch_size=batch_size,
-    )
-
-
-_OPTIONS = ("cnum", "dnum", "bgr", "align_corners", "attention_memory_budget_mb", "image_size", "tile_pixels")
-
-
-def build(cnum=32, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
-          image_size=256, tile_pixels=DEFAULT_TILE_PIXELS, **unknown):
-    """Registry entry: ``(DeepFillV1Generator, {"local": critic, "global": critic}, recipe)``.
-
-    image_size: training crop side (multiple of 32); it fixes the critics' Dense input sizes (the global critic
-    works at image_size, the local one at image_size / 2).
-    """
-    if unknown:
-        raise ValueError(
-            f"deepfill_v1.build: unknown option(s) {sorted(unknown)}; valid options: {', '.join(_OPTIONS)}"
-        )
-    image_size = int(image_size)
-    if image_size < 32 or image_size % 32:
-        raise ValueError(f"deepfill_v1.build: `image_size` must be a positive multiple of 32, got {image_size}")
-    generator = DeepFillV1Generator(cnum=cnum, bgr=bgr, align_corners=align_corners,
-                                    attention_memory_budget_mb=attention_memory_budget_mb, tile_pixels=tile_pixels,
-                                    name="deepfill_v1_generator")
+def build_discriminators(config: DeepFillV1Config) -> dict:
+    """The registry's discriminators builder: the local critic (on the H/2 x W/2 hole-centred patch) and the
+    global one, at the training size."""
+    size = config.image_size
     critics = {
-        "local": DeepFillV1Critic("local", dnum=dnum, input_size=image_size // 2, name="deepfill_v1_local_critic"),
-        "global": DeepFillV1Critic("global", dnum=dnum, input_size=image_size, name="deepfill_v1_global_critic"),
+        "local": DeepFillV1Critic("local", dnum=config.dnum, input_size=size // 2, name="deepfill_v1_local_critic"),
+        "global": DeepFillV1Critic("global", dnum=config.dnum, input_size=size, name="deepfill_v1_global_critic"),
     }
-    return ModelBundle(generator, critics, make_recipe(bool(bgr), image_size))
-
-
-def size_factor(**options):
-    """Sides must be multiples of 8: two stride-2 convs, then attention matches on a x1/2 grid."""
-    del options
-    return SIZE_FACTOR
+    for critic in critics.values():
+        critic.build((None, critic.input_size, critic.input_size, 3))
+    return critics

@@ -7,54 +7,80 @@ contextual-attention branch on the 3-channel composite of stage 1 and merges the
 (optionally BGR for official-weight parity); the public interface is RGB [0, 1] and masks with 1 = hole.
 
 Input sides must be multiples of 8 (two stride-2 downsamplings, then contextual attention at rate 2).
+``DeepFillV2Config`` holds the options (presets "paper" and "tiny"); the training recipe is
+``tfinpaint.training.recipes.deepfill_v2``.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
 
 import keras
 import tensorflow as tf
 
-from tfinpaint import losses
 from tfinpaint.layers.contextual_attention import DEFAULT_MEMORY_BUDGET_MB, ContextualAttention
 from tfinpaint.layers.gated_conv import GatedConv2D, GatedUpsample2D
 from tfinpaint.layers.row_tiling import Downsample, Local, Upsample
 from tfinpaint.layers.spectral_norm import SpectralNorm
+from tfinpaint.models.base import InpaintingGenerator, ModelConfig, check_positive_int
 from tfinpaint.models.common import (
     DEFAULT_TILE_PIXELS,
-    BuildsByCalling,
-    check_image_and_mask,
     check_tile_pixels,
-    composite,
     from_internal,
     inference_tile_rows,
     map_full_resolution_end,
     to_internal,
 )
-from tfinpaint.models.registry import ModelBundle
-from tfinpaint.training.recipe import ModelSet, Phase, Recipe
 
-SIZE_FACTOR = 8
 _DILATIONS = (2, 4, 8, 16)
 
 
-def size_factor(**options) -> int:
-    """Height and width must be multiples of 8 (1/4-resolution features, attention matched at 1/8)."""
-    del options
-    return SIZE_FACTOR
+@dataclasses.dataclass(frozen=True)
+class DeepFillV2Config(ModelConfig):
+    """DeepFill v2 options.
+
+    cnum: the official base width (raw filters of the first conv; gated outputs have ``cnum // 2`` channels); a
+        multiple of 4. dnum: SN-PatchGAN base width.
+    bgr: feed the network BGR instead of RGB (official checkpoints were trained on cv2-loaded BGR images).
+    align_corners: use neuralgym's nearest resizes with ``align_corners=True`` (x2 upsampling, the mask
+        downscaling and the attention's grid downscaling), for parity with official checkpoints. The default
+        (False) repeats pixels on upsampling and subsamples on downscaling: the natural choice for training
+        from scratch (align_corners=True samples a 64 -> 32 grid unevenly, spec 0.3).
+    image_size: the training crop side (both networks are fully convolutional).
+    """
+
+    MODEL: ClassVar[str] = "deepfill_v2"
+    LOAD_OPTIONS: ClassVar[tuple] = ("tile_pixels", "attention_memory_budget_mb")
+    PRESETS: ClassVar[dict] = {"paper": {}, "tiny": {"cnum": 8, "dnum": 8, "image_size": 64}}
+
+    cnum: int = 48
+    dnum: int = 64
+    bgr: bool = False
+    align_corners: bool = False
+    image_size: int = 256
+
+    def __post_init__(self):
+        self._set("cnum", check_positive_int("deepfill_v2", "cnum", self.cnum, multiple=4, minimum=4))
+        self._set("dnum", check_positive_int("deepfill_v2", "dnum", self.dnum))
+        self._set("image_size", check_positive_int("deepfill_v2", "image_size", self.image_size,
+                                                   multiple=self.size_factor, minimum=self.size_factor))
+        self._set("bgr", bool(self.bgr))
+        self._set("align_corners", bool(self.align_corners))
+
+    @property
+    def size_factor(self) -> int:
+        """Height and width must be multiples of 8 (1/4-resolution features, attention matched at 1/8)."""
+        return 8
 
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
-class DeepFillV2Generator(BuildsByCalling, keras.Model):
+class DeepFillV2Generator(InpaintingGenerator):
     """DeepFill v2 generator: exactly 4,052,478 trainable parameters at ``cnum=48``.
 
     Args:
-        cnum: the official base width (raw filters of the first conv; gated outputs have ``cnum // 2`` channels).
-            Must be a multiple of 4.
-        bgr: feed the network BGR instead of RGB (official checkpoints were trained on cv2-loaded BGR images).
+        config: a ``DeepFillV2Config`` (or its options as keywords).
+    Load-time options (not saved with the config):
         attention_memory_budget_mb: score-matrix budget of the contextual attention before it chunks (large images).
-        align_corners: use neuralgym's nearest resizes with ``align_corners=True`` (x2 upsampling, the mask
-            downscaling and the attention's grid downscaling), for parity with official checkpoints. The default
-            (False) repeats pixels on upsampling and subsamples on downscaling: the natural choice for training
-            from scratch (align_corners=True samples a 64 -> 32 grid unevenly, spec 0.3).
         tile_pixels: at inference, the full-resolution ends (the convolutions down to 1/4 resolution and the
             decoder back up from it) run in bands of about this many full-resolution pixels, which bounds peak
             memory at high resolution with identical results (``tfinpaint.layers.row_tiling``); 0 turns it off.
@@ -64,22 +90,18 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
     ``"coarse"`` (stage 1) and ``"flow"`` (colour-coded attention offsets, input resolution, visualisation only).
     """
 
-    size_factor = SIZE_FACTOR
+    CONFIG = DeepFillV2Config
+    _BUILD_SIDE = 32
 
-    def __init__(self, cnum=48, bgr=False, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, align_corners=False,
-                 tile_pixels=DEFAULT_TILE_PIXELS, **kwargs):
+    def __init__(self, config=None, **kwargs):
         # No input autocast under mixed precision: the float32 image must reach the final composite untouched,
         # so that known pixels stay bit-exact. The layers inside still compute in the policy's compute dtype.
         kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        if int(cnum) != cnum or cnum < 4 or cnum % 4:
-            raise ValueError(f"deepfill_v2: cnum must be a positive multiple of 4, got {cnum}")
-        self.cnum = int(cnum)
-        self.bgr = bool(bgr)
-        self.attention_memory_budget_mb = attention_memory_budget_mb
-        self.align_corners = bool(align_corners)
-        self.tile_pixels = check_tile_pixels("deepfill_v2", tile_pixels)
-        c = self.cnum
+        self._tile_pixels = DEFAULT_TILE_PIXELS
+        super().__init__(config, **kwargs)
+        self.bgr = self.config.bgr
+        self.align_corners = self.config.align_corners
+        c = self.config.cnum
 
         def gated(name, filters, kernel=3, strides=1, dilation=1, activation="elu"):
             # The official `gen_conv(cnum)` convolves to `cnum` channels and gates half of them, so the
@@ -130,7 +152,7 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
         ]
         self.attention = ContextualAttention(ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10.0, fuse=True,
                                              mode="deepfill", return_flow=True, align_corners=self.align_corners,
-                                             memory_budget_mb=attention_memory_budget_mb, name="contextual_attention")
+                                             memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, name="contextual_attention")
         self.pmconv_after = [gated("pmconv9", 2 * c), gated("pmconv10", 2 * c)]
         self.allconv = [
             gated("allconv11", 2 * c),
@@ -141,12 +163,30 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
             gated("allconv16", c // 4),
         ]
         self.allconv17 = keras.layers.Conv2D(3, 3, padding="same", name="allconv17")
+        self.apply_initial_load_options()
+
+    @property
+    def tile_pixels(self) -> int:
+        return self._tile_pixels
+
+    @tile_pixels.setter
+    def tile_pixels(self, value):
+        self._tile_pixels = check_tile_pixels("deepfill_v2", value)
+
+    @property
+    def attention_memory_budget_mb(self) -> float:
+        return self.attention.memory_budget_mb
+
+    @attention_memory_budget_mb.setter
+    def attention_memory_budget_mb(self, value):
+        if not float(value) > 0:
+            raise ValueError(f"deepfill_v2: `attention_memory_budget_mb` must be > 0, got {value!r}")
+        self.attention.memory_budget_mb = float(value)
 
     def call(self, image, mask, training=None):
         image = tf.convert_to_tensor(image)
         mask = tf.convert_to_tensor(mask)
-        check_image_and_mask("DeepFillV2Generator", image, mask, SIZE_FACTOR,
-                             hint="; pad the input (tfinpaint's inference API reflect-pads automatically)")
+        self.check_inputs(image, mask, hint="; pad the input (tfinpaint's inference API reflect-pads automatically)")
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
         dtype = self.compute_dtype
@@ -216,17 +256,11 @@ class DeepFillV2Generator(BuildsByCalling, keras.Model):
         flow = tf.image.resize(tf.cast(flow, tf.float32), height_width, method="bilinear")
         return {
             # Compositing in float32 with the caller's own image keeps known pixels bit-exact.
-            "output": composite(raw, image, mask),
+            "output": self.composite(raw, image, mask),
             "raw": raw,
             "coarse": from_internal(x_stage1, self.bgr),
             "flow": tf.stop_gradient(tf.clip_by_value(flow, 0.0, 1.0)),
         }
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(cnum=self.cnum, bgr=self.bgr, attention_memory_budget_mb=self.attention_memory_budget_mb,
-                      align_corners=self.align_corners, tile_pixels=self.tile_pixels)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
@@ -267,73 +301,16 @@ class SNPatchGANDiscriminator(keras.Model):
         return config
 
 
-def make_losses(bgr=False):
-    """The official v2 objective: plain L1 over the whole image on both stages plus the hinge GAN (spec 2.4)."""
-    def discriminator_input(image, mask):
-        return tf.concat([to_internal(image, bgr), mask], axis=-1)
-
-    def generator_loss(models: ModelSet, batch, weights, training):
-        image, mask = batch["image"], batch["mask"]
-        out = models.generator(image, mask, training=training)
-        real = to_internal(image, bgr)
-        l1_weight = weights.get("l1", 1.0)
-        l1_coarse = losses.l1(real, to_internal(out["coarse"], bgr))
-        l1_fine = losses.l1(real, to_internal(out["raw"], bgr))
-        result = {"l1_coarse": l1_coarse, "l1_fine": l1_fine}
-        total = l1_weight * (l1_coarse + l1_fine)
-        gan_weight = weights.get("gan", 1.0)
-        if gan_weight:
-            d_fake = models.discriminators["sn_patch_gan"](discriminator_input(out["output"], mask), training=training)
-            result["gan"] = losses.hinge_generator_loss(d_fake)
-            total = total + gan_weight * result["gan"]
-        result["total"] = total
-        return result
-
-    def discriminator_loss(models: ModelSet, batch, weights, training):
-        del weights
-        image, mask = batch["image"], batch["mask"]
-        fake = tf.stop_gradient(models.generator(image, mask, training=training)["output"])
-        # Real and fake go through one call, as in the official graph, so spectral norm makes one power iteration.
-        both = tf.concat([discriminator_input(image, mask), discriminator_input(fake, mask)], axis=0)
-        d_real, d_fake = tf.split(models.discriminators["sn_patch_gan"](both, training=training), 2, axis=0)
-        hinge = losses.hinge_discriminator_loss(d_real, d_fake)
-        return {"total": hinge, "hinge": hinge, "d_real": tf.reduce_mean(d_real), "d_fake": tf.reduce_mean(d_fake)}
-
-    return generator_loss, discriminator_loss
-
-
-def make_recipe(bgr=False, image_size=256) -> Recipe:
-    """Spec 2.4 and 2.6: hinge loss 1:1 with L1, Adam 1e-4 (0.5, 0.999) for G and D, one D step per G step."""
-    generator_loss, discriminator_loss = make_losses(bgr)
-    adam = {"class_name": "Adam", "learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.999}
-    return Recipe(
-        generator_loss=generator_loss,
-        discriminator_loss=discriminator_loss,
-        loss_weights={"l1": 1.0, "gan": 1.0},
-        g_optimizer=dict(adam),
-        d_optimizer=dict(adam),
-        phases=[Phase(name="adversarial", critic_steps=1)],
-        image_size=image_size,
-        size_factor=SIZE_FACTOR,
-        batch_size=16,
-    )
-
-
-def build(cnum=48, dnum=64, bgr=False, align_corners=False, attention_memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
-          image_size=256, tile_pixels=DEFAULT_TILE_PIXELS, **unused) -> ModelBundle:
-    """Builds (and initialises the weights of) the generator, the SN-PatchGAN and the default recipe.
-
-    ``image_size`` only sets the recipe's training crop (both networks are fully convolutional).
-    """
-    if int(image_size) != image_size or image_size % SIZE_FACTOR:
-        raise ValueError(f"deepfill_v2: image_size must be a multiple of {SIZE_FACTOR}, got {image_size}")
-    if unused:
-        raise ValueError(f"deepfill_v2: unknown option(s) {', '.join(sorted(unused))}")
-    generator = DeepFillV2Generator(cnum=cnum, bgr=bgr, align_corners=align_corners,
-                                    attention_memory_budget_mb=attention_memory_budget_mb, tile_pixels=tile_pixels,
-                                    name="deepfill_v2_generator")
-    discriminator = SNPatchGANDiscriminator(dnum=dnum, name="sn_patch_gan")
-    # Variables exist from the start (parameter counts, checkpoints and optimizers need them).
+def build_generator(config: DeepFillV2Config) -> DeepFillV2Generator:
+    """The registry's generator builder: a DeepFill v2 generator with its variables created."""
+    generator = DeepFillV2Generator(config, name="deepfill_v2_generator")
     generator.create_variables()
-    discriminator(tf.zeros([1, SIZE_FACTOR, SIZE_FACTOR, 4]))
-    return ModelBundle(generator, {"sn_patch_gan": discriminator}, make_recipe(bgr, int(image_size)))
+    return generator
+
+
+def build_discriminators(config: DeepFillV2Config) -> dict:
+    """The registry's discriminators builder: ``{"sn_patch_gan": SNPatchGANDiscriminator}``, built."""
+    discriminator = SNPatchGANDiscriminator(dnum=config.dnum, name="sn_patch_gan")
+    factor = config.size_factor
+    discriminator(tf.zeros([1, factor, factor, 4]))
+    return {"sn_patch_gan": discriminator}

@@ -8,39 +8,68 @@ Spec: ``shared/spec/architectures.md`` §4, decisions in ``decisions.md``.
 * ``GLCICDiscriminator``: the global and local context discriminators joined by the concatenation FC
   (paper Table 2), 45,063,681 trainable parameters at ``dnum=64``. It returns **logits**: the paper's final
   sigmoid is folded into the BCE losses (``tfinpaint.losses.bce_*``) for numerical stability.
-* ``build`` / ``size_factor``: the registry entry points; the recipe trains in the paper's three phases.
+* ``GLCICConfig``: the options, with the presets "paper" and "tiny"; ``build_generator`` /
+  ``build_discriminators``: the registry's builders (the training recipe is ``tfinpaint.training.recipes.glcic``).
 * ``postprocess``: the official optional Telea + Poisson-blending clean-up (spec §4.6).
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinpaint.losses import bce_discriminator_loss, bce_generator_loss, masked_mse
-from tfinpaint.models.common import check_image_and_mask, composite, crop_patches, hole_bbox_offsets
-from tfinpaint.models.registry import ModelBundle
-from tfinpaint.training.recipe import Phase, Recipe
+from tfinpaint.models.base import InpaintingGenerator, ModelConfig, check_image_and_mask, check_positive_int
+from tfinpaint.models.common import crop_patches, hole_bbox_offsets
 
 __all__ = [
     "DEFAULT_MEAN",
+    "GLCICConfig",
     "GLCICGenerator",
     "GLCICDiscriminator",
     "local_patch",
-    "build",
-    "size_factor",
-    "generator_loss",
-    "discriminator_loss",
+    "build_generator",
+    "build_discriminators",
     "postprocess",
 ]
 
-SIZE_FACTOR = 4
 # The official model stores its training set's per-channel mean, which the paper does not publish; the
 # ImageNet RGB mean is the usual stand-in for natural photos. Set `mean` to your data set's mean for training.
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 # Torch7 BatchNorm defaults (the official model is Torch7): running average weight 0.1, epsilon 1e-5.
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class GLCICConfig(ModelConfig):
+    """GLCIC options. cnum / dnum: generator / discriminator base widths (64 in the paper). image_size: the
+    training crop side (a multiple of 64); it fixes the discriminator's FC input size. mean: per-channel mean
+    of the training images in [0, 1] (stored in the generator's weight ``mean``)."""
+
+    MODEL: ClassVar[str] = "glcic"
+    PRESETS: ClassVar[dict] = {"paper": {}, "tiny": {"cnum": 8, "dnum": 4, "image_size": 64}}
+
+    cnum: int = 64
+    dnum: int = 64
+    image_size: int = 256
+    mean: tuple = DEFAULT_MEAN
+
+    def __post_init__(self):
+        self._set("cnum", check_positive_int("glcic", "cnum", self.cnum, minimum=2))
+        self._set("dnum", check_positive_int("glcic", "dnum", self.dnum))
+        self._set("image_size", check_positive_int("glcic", "image_size", self.image_size, multiple=64, minimum=64))
+        mean = tuple(float(value) for value in np.asarray(self.mean, dtype=np.float64).reshape(-1))
+        if len(mean) != 3:
+            raise ValueError(f"glcic: `mean` must have 3 values (R, G, B), got {len(mean)}")
+        self._set("mean", mean)
+
+    @property
+    def size_factor(self) -> int:
+        """Sides must be multiples of 4 (two stride-2 convs, two x2 deconvs)."""
+        return 4
 
 
 def _conv_bn_relu(filters, kernel_size, strides=1, dilation_rate=1, name=None):
@@ -67,7 +96,7 @@ def _deconv_bn_relu(filters, name):
 
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
-class GLCICGenerator(keras.Model):
+class GLCICGenerator(InpaintingGenerator):
     """GLCIC completion network (spec §4.2).
 
     ``call(image, mask, training=None)``: image float [B, H, W, 3] RGB in [0, 1], mask [B, H, W, 1] with
@@ -75,23 +104,18 @@ class GLCICGenerator(keras.Model):
     filled with the mean colour) and returns ``{"output": composited, "raw": network prediction}``, float32
     in [0, 1].
 
-    cnum: base width (64 in the paper). mean: per-channel mean of the training images in [0, 1], stored in the
-        non-trainable weight ``mean`` (so it travels with checkpoints and ``.keras`` files).
+    config: a ``GLCICConfig``; its ``mean`` is stored in the non-trainable weight ``mean`` (so it travels with
+        checkpoints and ``.keras`` files).
     """
 
-    def __init__(self, cnum=64, mean=DEFAULT_MEAN, **kwargs):
+    CONFIG = GLCICConfig
+
+    def __init__(self, config=None, **kwargs):
         # The wrapper itself runs in float32 so Keras does not cast the inputs down under a mixed policy (the
         # known pixels must come back bit-exact); the sub-networks follow the global policy.
         kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        if int(cnum) < 2:
-            raise ValueError(f"GLCICGenerator: `cnum` must be >= 2, got {cnum}")
-        mean = [float(value) for value in np.asarray(mean, dtype=np.float64).reshape(-1)]
-        if len(mean) != 3:
-            raise ValueError(f"GLCICGenerator: `mean` must have 3 values (R, G, B), got {len(mean)}")
-        self.cnum = int(cnum)
-        self.initial_mean = mean
-        c = self.cnum
+        super().__init__(config, **kwargs)
+        c = self.config.cnum
         layers = []
         layers += _conv_bn_relu(c, 5, name="conv1")
         layers += _conv_bn_relu(2 * c, 3, strides=2, name="conv2")
@@ -115,24 +139,22 @@ class GLCICGenerator(keras.Model):
         self.mean = self.add_weight(
             name="mean",
             shape=(3,),
-            initializer=keras.initializers.Constant(self.initial_mean),
+            initializer=keras.initializers.Constant(list(self.config.mean)),
             trainable=False,
         )
         self.body.build((None, None, None, 4))
 
+    def create_variables(self):
+        self.build((None, None, None, 3))  # every weight's shape is known from the channel counts
+
     def call(self, image, mask, training=None):
         image = tf.cast(image, tf.float32)
         mask = tf.cast(mask, tf.float32)
-        check_image_and_mask("GLCICGenerator", image, mask, SIZE_FACTOR)
+        self.check_inputs(image, mask)
         centred = (image - tf.cast(self.mean, tf.float32)) * (1.0 - mask)
         net_input = tf.concat([centred, mask], axis=-1)
         raw = tf.cast(tf.sigmoid(self.body(net_input, training=training)), tf.float32)
-        return {"output": composite(raw, image, mask), "raw": raw}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"cnum": self.cnum, "mean": list(self.initial_mean)})
-        return config
+        return {"output": self.composite(raw, image, mask), "raw": raw}
 
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
@@ -210,92 +232,18 @@ def local_patch(image, mask, owner="glcic.local_patch"):
     return crop_patches(image, offsets, height // 2, width // 2)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Training recipe (spec §4.4)
+def build_generator(config: GLCICConfig) -> GLCICGenerator:
+    """The registry's generator builder: a GLCIC generator with its variables created."""
+    generator = GLCICGenerator(config, name="glcic_generator")
+    generator.create_variables()
+    return generator
 
 
-def _reconstruction_weight(weights):
-    # The trainer maps --__lambda_l1__ to "l1"; GLCIC's reconstruction term is its masked MSE, so a user "l1"
-    # weight scales that term.
-    return weights.get("l1", weights["mse"])
-
-
-def generator_loss(models, batch, weights, training):
-    """``mse * masked_mse(raw, image, mask) + gan * BCE(D(completed), real)`` (paper: MSE + alpha * GAN).
-
-    The adversarial term (and the discriminator forward pass) is skipped when its weight is 0 (phase 1).
-    """
-    image, mask = batch["image"], batch["mask"]
-    outputs = models.generator(image, mask, training=training)
-    mse = masked_mse(outputs["raw"], image, mask)
-    losses = {"mse": mse}
-    total = _reconstruction_weight(weights) * mse
-    if weights["gan"] != 0.0:
-        logits = models.discriminators["context"](outputs["output"], mask, training=training)
-        gan = bce_generator_loss(logits)
-        losses["gan"] = gan
-        total = total + weights["gan"] * gan
-    losses["total"] = total
-    return losses
-
-
-def discriminator_loss(models, batch, weights, training):
-    """``gan * (BCE(D(real), 1) + BCE(D(completed), 0))``: the paper's objective maximised over D, whose
-    alpha also scales the discriminator side. Real and completed images share the mask that picks the local
-    patch (the paper draws a separate random M_d for the real patch; the discriminator sees only the patch,
-    so its location carries no signal either way)."""
-    image, mask = batch["image"], batch["mask"]
-    # `training` also for the generator: its BatchNorm then produces the same fakes the generator step sees.
-    completed = tf.stop_gradient(models.generator(image, mask, training=training)["output"])
-    discriminator = models.discriminators["context"]
-    real_logits = discriminator(image, mask, training=training)
-    fake_logits = discriminator(completed, mask, training=training)
-    bce = bce_discriminator_loss(real_logits, fake_logits)
-    return {"bce": bce, "total": weights["gan"] * bce}
-
-
-def make_recipe(image_size=256, batch_size=96):
-    """Paper schedule: completion network alone with MSE (T_C = 90k), discriminators alone (T_D = 10k), then
-    joint training to 500k iterations; ADADELTA (lr 1.0, rho 0.9 = Torch7 default, eps 1e-6), batch 96."""
-    adadelta = {"class_name": "Adadelta", "learning_rate": 1.0, "rho": 0.9, "epsilon": 1e-6}
-    return Recipe(
-        generator_loss=generator_loss,
-        discriminator_loss=discriminator_loss,
-        loss_weights={"mse": 1.0, "gan": 0.0004},
-        g_optimizer=dict(adadelta),
-        d_optimizer=dict(adadelta),
-        phases=[
-            Phase("completion", steps=90_000, train_generator=True, train_discriminator=False,
-                  loss_weights={"gan": 0.0}),
-            Phase("discriminator", steps=10_000, train_generator=False, train_discriminator=True),
-            Phase("joint", steps=400_000, train_generator=True, train_discriminator=True, critic_steps=1),
-        ],
-        image_size=image_size,
-        size_factor=SIZE_FACTOR,
-        batch_size=batch_size,
-        override_aliases=("l1",),  # --__lambda_l1__ weights the masked MSE
-    )
-
-
-_OPTIONS = ("cnum", "dnum", "image_size", "mean")
-
-
-def build(cnum=64, dnum=64, image_size=256, mean=DEFAULT_MEAN, **unknown):
-    """Registry entry: ``(GLCICGenerator, {"context": GLCICDiscriminator}, recipe)``.
-
-    image_size: training crop side (multiple of 64); it fixes the discriminator's FC input size.
-    """
-    if unknown:
-        raise ValueError(f"glcic.build: unknown option(s) {sorted(unknown)}; valid options: {', '.join(_OPTIONS)}")
-    generator = GLCICGenerator(cnum=cnum, mean=mean, name="glcic_generator")
-    discriminator = GLCICDiscriminator(dnum=dnum, image_size=image_size, name="glcic_discriminator")
-    return ModelBundle(generator, {"context": discriminator}, make_recipe(image_size=int(image_size)))
-
-
-def size_factor(**options):
-    """Sides must be multiples of 4 (two stride-2 convs, two x2 deconvs)."""
-    del options
-    return SIZE_FACTOR
+def build_discriminators(config: GLCICConfig) -> dict:
+    """The registry's discriminators builder: ``{"context": GLCICDiscriminator}`` at the training size, built."""
+    discriminator = GLCICDiscriminator(dnum=config.dnum, image_size=config.image_size, name="glcic_discriminator")
+    discriminator.build((None, config.image_size, config.image_size, 3))
+    return {"context": discriminator}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -325,7 +273,8 @@ def postprocess(image_uint8, output_uint8, mask):
     if hole.ndim == 3 and hole.shape[-1] == 1:
         hole = hole[..., 0]
     if hole.shape != image.shape[:2]:
-        raise ValueError(f"glcic.postprocess: `mask` must be [H, W] matching the image {image.shape[:2]}, got {hole.shape}")
+        raise ValueError(f"glcic.postprocess: `mask` must be [H, W] matching the image {image.shape[:2]}, "
+                         f"got {hole.shape}")
     hole = hole > 0.5
 
     completed = np.where(hole[..., None], output, image)

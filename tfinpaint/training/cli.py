@@ -37,8 +37,9 @@ class TrainCommandConfig:
     ``TrainConfig`` settings (None: the recipe's, or a CPU-friendly default without a GPU).
 
     images / masks / val_images: folders or text files (images None: the built-in sample photos; masks None:
-    generated with ``mask_type``); model: a registry name or 'package.module:build'; model_options: text
-    'key=value,...'; lambda_*: loss-weight overrides; the rest as the command's flags describe them.
+    generated with ``mask_type``); model: a registry name, 'package.module:SPEC' (a ``ModelSpec``) or
+    'package.module:build'; model_options: text 'key=value,...'; lambda_*: loss-weight overrides; the rest as
+    the command's flags describe them.
     """
 
     images: str | None = None
@@ -134,18 +135,15 @@ def parse_model_options(text) -> dict:
 
 
 def _build_function(model: str):
-    """(build function, size_factor function or None) of a registry name or a 'module:function' path."""
+    """(build function, the model's ``ModelSpec`` or None for a custom build function) of a model name or a
+    'module:attribute' path."""
     from tfinpaint.training.trainer import resolve_model
 
     build = resolve_model(model)[1]
-    if ":" in model:
-        return build, None
-    from tfinpaint.models import registry
-
-    return build, registry._module(model).size_factor
+    return build, getattr(build, "spec", None)
 
 
-def _resolve_sizes(config: TrainCommandConfig, build, size_factor, options: dict) -> tuple:
+def _resolve_sizes(config: TrainCommandConfig, build, spec, options: dict) -> tuple:
     """(batch size, image size) from the config, None meaning the recipe's; CPU-friendly defaults without a GPU."""
     import tensorflow as tf
 
@@ -154,10 +152,10 @@ def _resolve_sizes(config: TrainCommandConfig, build, size_factor, options: dict
         return batch_size, image_size
     if batch_size is None:
         batch_size = CPU_BATCH_SIZE
-    parameter = inspect.signature(build).parameters.get("image_size")
-    if image_size is None and parameter is not None and size_factor is not None:
-        factor = int(size_factor(**{k: v for k, v in options.items() if k != "vgg_weights"}))
-        model_size = parameter.default if isinstance(parameter.default, int) else CPU_IMAGE_SIZE
+    if image_size is None and spec is not None:
+        model_config = spec.make_config(**options)
+        factor = int(model_config.size_factor)
+        model_size = int(getattr(model_config, "image_size", CPU_IMAGE_SIZE))
         image_size = max(factor, min(model_size, CPU_IMAGE_SIZE) // factor * factor)
     _say(f"no GPU found: batch size {batch_size}, {image_size or 'default'} crops "
          "(set --batch_size / --img_size to change)")
@@ -327,8 +325,8 @@ def run(config: TrainCommandConfig) -> int:
     from tfinpaint import data
 
     model = config.model or DEFAULT_MODEL
-    build, size_factor = _build_function(model)
-    parameters = inspect.signature(build).parameters
+    build, spec = _build_function(model)
+    parameters = spec.config_class.option_names() if spec is not None else inspect.signature(build).parameters
     options = parse_model_options(config.model_options)
     for name in ("cnum", "dnum", "vgg_weights"):
         if getattr(config, name) is not None:
@@ -344,7 +342,7 @@ def run(config: TrainCommandConfig) -> int:
         if value < 0:  # checked before the data scan and the build: a typo should fail at once
             raise SettingError("loss weights must be >= 0 (a negative weight makes training increase that loss)",
                                f"lambda_{key}", f"{value:g}")
-    batch_size, image_size = _resolve_sizes(config, build, size_factor, options)
+    batch_size, image_size = _resolve_sizes(config, build, spec, options)
 
     flist = config.images
     paths = data.list_images(flist) if flist else data.sample_images()

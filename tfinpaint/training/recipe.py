@@ -21,7 +21,8 @@ Loss-function contract (both functions):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 LossFn = Callable[..., dict]
 
@@ -48,14 +49,14 @@ class Phase:
     """
 
     name: str
-    steps: Optional[int] = None
+    steps: int | None = None
     train_generator: bool = True
     train_discriminator: bool = True
     critic_steps: int = 1
     loss_weights: dict = dataclasses.field(default_factory=dict)
-    g_learning_rate: Optional[float] = None
-    d_learning_rate: Optional[float] = None
-    on_start: Optional[Callable[[ModelSet], None]] = None
+    g_learning_rate: float | None = None
+    d_learning_rate: float | None = None
+    on_start: Callable[[ModelSet], None] | None = None
 
 
 @dataclasses.dataclass
@@ -65,23 +66,22 @@ class Recipe:
     g_optimizer / d_optimizer: Keras optimizer configs such as
         ``{"class_name": "Adam", "learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.9}``
         (built with ``tfinpaint.training.recipe.make_optimizer``). ``d_optimizer`` is ``None`` without discriminator.
-    image_size: default training crop size (square side); ``size_factor``: sides must be a multiple of it.
+    image_size: default training crop size (square side); the generator's ``size_factor`` constrains it.
     override_aliases: user override keys that the loss functions map onto their own weights (GLCIC reads
         ``--__lambda_l1__`` as the weight of its masked MSE), so the trainer does not call them unknown.
     """
 
     generator_loss: LossFn
-    discriminator_loss: Optional[LossFn]
+    discriminator_loss: LossFn | None
     loss_weights: dict
     g_optimizer: dict
-    d_optimizer: Optional[dict]
+    d_optimizer: dict | None
     phases: list
     image_size: int = 256
-    size_factor: int = 8
     batch_size: int = 16
     override_aliases: tuple = ()
 
-    def weights_for(self, phase: Phase, overrides: Optional[dict] = None) -> dict:
+    def weights_for(self, phase: Phase, overrides: dict | None = None) -> dict:
         """Loss weights in force during ``phase``: recipe defaults < user overrides < phase overrides.
 
         A phase's weights are part of the method (GLCIC's completion phase switches the adversarial term off
@@ -96,7 +96,7 @@ class Recipe:
         return merged
 
 
-def make_optimizer(config: dict, learning_rate: Optional[float] = None):
+def make_optimizer(config: dict, learning_rate: float | None = None):
     """Builds a Keras optimizer from a recipe config, optionally overriding its learning rate."""
     import keras
 

@@ -92,19 +92,36 @@ class TrainConfig:
 
 
 def resolve_model(model) -> tuple:
-    """(name stored in model.json, build function) for a registry name, a ``"module:function"`` path to a
-    custom ``build(**options) -> ModelBundle``, or a build function."""
-    if callable(model):
-        return f"{model.__module__}:{model.__qualname__}", model
-    if ":" in model:
-        module_name, _, function_name = model.partition(":")
-        try:
-            return model, getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"model {model}: cannot import the build function ({error})") from None
+    """(name stored in model.json, build function ``(**options) -> ModelBundle``) of a model as
+    ``tfinpaint.models.get`` resolves it (a registry name, a ``"module:attribute"`` path to a ``ModelSpec``, a
+    ``ModelSpec``), or of a custom build function (given itself or as ``"module:function"``). A spec's build
+    function carries the spec as its ``spec`` attribute."""
     from tfinpaint.models import registry
 
-    return model, registry._module(model).build  # _module: one-line error for unknown names
+    if isinstance(model, str) and ":" in model:
+        try:
+            target = getattr(importlib.import_module(model.partition(":")[0]), model.partition(":")[2])
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"model {model}: cannot import the build function ({error})") from None
+        if not isinstance(target, registry.ModelSpec):
+            return model, target
+    elif callable(model) and not isinstance(model, registry.ModelSpec):
+        return f"{model.__module__}:{model.__qualname__}", model
+    spec = registry.get(model)  # one-line error for unknown names
+
+    def build(**options):
+        config = spec.make_config(**options)
+        return registry.ModelBundle(spec.build_generator(config), spec.build_discriminators(config),
+                                    spec.make_recipe(config))
+
+    build.spec = spec
+    return registry.stored_name(model), build
+
+
+def _option_names(build) -> tuple:
+    """The options a build function accepts: its spec's config fields, else its parameters."""
+    spec = getattr(build, "spec", None)
+    return spec.config_class.option_names() if spec is not None else tuple(inspect.signature(build).parameters)
 
 
 class _LogProgress(Callback):
@@ -136,7 +153,7 @@ class Trainer:
         self.model_options = dict(model_options or {})
         side = config.image_size
         if (side is not None and "image_size" not in self.model_options
-                and "image_size" in inspect.signature(build).parameters
+                and "image_size" in _option_names(build)
                 and (isinstance(side, (int, np.integer)) or len(set(side)) == 1)):
             # The models size their crop-dependent layers (GLCIC's and CRA's critics) from this build option.
             self.model_options["image_size"] = int(side if isinstance(side, (int, np.integer)) else side[0])
@@ -190,7 +207,7 @@ class Trainer:
         if self.is_chief:
             checkpointing.prepare_folder(
                 self.ckpt_dir, {"model": self.model_name, "options": self.model_options},
-                dict(image_size=list(self.image_size), size_factor=int(self.recipe.size_factor),
+                dict(image_size=list(self.image_size), size_factor=int(getattr(self.generator, "size_factor", 1)),
                      mixed_precision=self.mixed_precision_policy))
         self.checkpointing = TrainingCheckpoint(
             self.generator, self.discriminators, self.g_optimizer, self.d_optimizer, self.step, self.phase,
@@ -234,7 +251,7 @@ class Trainer:
             size = (int(image_size), int(image_size))
         else:
             size = tuple(int(side) for side in image_size)
-        factor = int(self.recipe.size_factor)
+        factor = int(getattr(self.generator, "size_factor", 1))
         if any(side < factor or side % factor for side in size):
             raise ValueError(f"image size {size[0]}x{size[1]} must be a positive multiple of {factor} "
                              f"for model {self.model_name}")
