@@ -1,4 +1,4 @@
-"""CRA / HiFill (spec section 5): the paper-specific parts (attention masking, critic, recipe losses against a
+"""CRA / HiFill (docs/architectures.md §5): the paper-specific parts (attention masking, critic, recipe losses against a
 NumPy computation, the high-resolution residual aggregation against a NumPy reference); the generator contract is
 checked for every model in test_model_contract.py."""
 import cv2

@@ -1,4 +1,4 @@
-"""Mask generators (spec §1.8, §2.7, §3.5), mask-file reading (decisions.md) and the mask-dataset CLI."""
+"""Mask generators (docs/architectures.md §1.8, §2.7, §3.5), mask-file reading (decisions.md) and the mask-dataset CLI."""
 import math
 import os
 import subprocess
@@ -63,7 +63,7 @@ def test_bbox_at_256_follows_deepfill_shrink_rule():
     for seed in range(300):
         mask = masks.bbox_mask(256, 256, seed)
         top, bottom, left, right = _bounding_box(mask)
-        # One solid rectangle of side 128 - 2*delta, delta in 0..16 (spec §1.8).
+        # One solid rectangle of side 128 - 2*delta, delta in 0..16 (docs/architectures.md §1.8).
         assert mask.sum() == (bottom - top) * (right - left)
         sides += [bottom - top, right - left]
         assert 0.14 <= mask.mean() <= 0.25

@@ -23,7 +23,7 @@ def _conv_biases_except_last(model):
 def test_parameter_counts_match_the_spec():
     generator, discriminators, recipe = zoo.create("pconv")
     assert discriminators == {}
-    # Spec §3.2 / §6.1: biases on every layer, 512 input, 8 down / 8 up.
+    # docs/architectures.md §3.2 / §6.1: biases on every layer, 512 input, 8 down / 8 up.
     assert _count(generator.trainable_weights) == 32_865_236
     assert _count(generator.non_trainable_weights) == 10_880
     # Without the biases that precede BN (the [NAO] style) the spec gives 32,859,732.

@@ -1,16 +1,16 @@
 """DeepFill v1: "Generative Image Inpainting with Contextual Attention" (Yu et al., CVPR 2018).
 
-Spec: ``shared/spec/architectures.md`` §1, decisions in ``decisions.md``.
+Spec: ``docs/architectures.md`` §1, decisions in ``decisions.md``.
 
 * ``DeepFillV1Generator``: coarse network + refinement network with a dilated branch and a contextual-attention
-  branch (spec §1.3). Zero 'SAME' padding (official code default), ELU, no normalisation, both stages clipped
+  branch (docs/architectures.md §1.3). Zero 'SAME' padding (official code default), ELU, no normalisation, both stages clipped
   to [-1, 1]. 3,601,542 trainable parameters at ``cnum=32``. Sides must be multiples of 8 (two stride-2 convs,
   then contextual attention matches on a further x1/2 grid).
-* ``DeepFillV1Critic``: the WGAN-GP critics (spec §1.5): local (on the hole-centred H/2 x W/2 patch) and global
+* ``DeepFillV1Critic``: the WGAN-GP critics (docs/architectures.md §1.5): local (on the hole-centred H/2 x W/2 patch) and global
   (whole image), 7,072,770 trainable parameters together at ``dnum=64``.
 * ``DeepFillV1Config``: the options (presets "paper" and "tiny"); ``build_generator`` / ``build_discriminators``:
   the registry's builders. The recipe (``tfinpaint.training.recipes.deepfill_v1``) is the official one
-  (spec §1.6-1.7), with the spatial discount measured to the nearest known pixel (decisions.md).
+  (docs/architectures.md §1.6-1.7), with the spatial discount measured to the nearest known pixel (decisions.md).
 
 Internally the networks work in [-1, 1] (and BGR with ``bgr=True``, for official weights); the public API is
 RGB in [0, 1]. The critics take images in that internal space, so the gradient penalty is measured on the same
@@ -85,7 +85,7 @@ class DeepFillV1Config(ModelConfig):
 
 
 def _resize_nearest(x, size, align_corners):
-    """Nearest resize; ``align_corners=True`` is neuralgym's ``resize`` (official DeepFill, spec §0.3.2)."""
+    """Nearest resize; ``align_corners=True`` is neuralgym's ``resize`` (official DeepFill, docs/architectures.md §0.3.2)."""
     if align_corners:
         return tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=True, half_pixel_centers=False)
     return tf.image.resize(x, size, method="nearest")
@@ -144,7 +144,7 @@ def _conv(name, filters, kernel_size=3, strides=1, dilation_rate=1, activation="
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class DeepFillV1Generator(InpaintingGenerator):
-    """DeepFill v1 coarse-to-fine generator (spec §1.3).
+    """DeepFill v1 coarse-to-fine generator (docs/architectures.md §1.3).
 
     ``call(image, mask, training=None)``: image float [B, H, W, 3] RGB in [0, 1], mask [B, H, W, 1] with
     1 = hole; H and W multiples of 8. Returns float32 tensors in [0, 1]: ``"output"`` (composited),
@@ -326,7 +326,7 @@ _CRITIC_KINDS = ("local", "global")
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class DeepFillV1Critic(keras.Model):
-    """WGAN-GP critic of DeepFill v1 (spec §1.5): 5x5 stride-2 'SAME' convs with LeakyReLU(0.2), then
+    """WGAN-GP critic of DeepFill v1 (docs/architectures.md §1.5): 5x5 stride-2 'SAME' convs with LeakyReLU(0.2), then
     flatten -> Dense(1) (a score, no activation). No mask input (official ``GAN_WITH_MASK: False``).
 
     ``call(image, training=None)``: image [B, H, W, 3] in the generator's internal space ([-1, 1], BGR when the

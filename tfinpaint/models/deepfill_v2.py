@@ -1,5 +1,5 @@
 """DeepFill v2 (Yu et al., ICCV 2019): gated-convolution coarse-to-fine generator with contextual attention and an
-SN-PatchGAN discriminator trained with the hinge loss (spec section 2).
+SN-PatchGAN discriminator trained with the hinge loss (docs/architectures.md §2).
 
 Layout follows the official TF1 code (``inpaint_model.py`` of JiahuiYu/generative_inpainting v2): stage 1 is a gated
 encoder / dilated / decoder network on ``[image * (1 - mask), ones, mask]``; stage 2 runs a dilated branch and a
@@ -265,7 +265,7 @@ class DeepFillV2Generator(InpaintingGenerator):
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class SNPatchGANDiscriminator(keras.Model):
-    """SN-PatchGAN (spec 2.3): six spectrally normalised 5x5 stride-2 convs, LeakyReLU(0.2) after every one
+    """SN-PatchGAN (docs/architectures.md §2.3): six spectrally normalised 5x5 stride-2 convs, LeakyReLU(0.2) after every one
     (the last included, official), flattened to (H/64)*(W/64)*4*dnum scores per image.
 
     Input: one tensor [B, H, W, 4] = concat[image in the generator's internal range ([-1, 1]), hole mask].

@@ -1,6 +1,6 @@
 """GLCIC: "Globally and Locally Consistent Image Completion" (Iizuka, Simo-Serra, Ishikawa, SIGGRAPH 2017).
 
-Spec: ``shared/spec/architectures.md`` §4, decisions in ``decisions.md``.
+Spec: ``docs/architectures.md`` §4, decisions in ``decisions.md``.
 
 * ``GLCICGenerator``: the completion network (paper Table 1), conv -> BatchNorm -> ReLU on every layer but the
   last (BN before ReLU, decisions.md), sigmoid output in [0, 1]. 6,072,131 trainable parameters at ``cnum=64``.
@@ -10,7 +10,7 @@ Spec: ``shared/spec/architectures.md`` §4, decisions in ``decisions.md``.
   sigmoid is folded into the BCE losses (``tfinpaint.losses.bce_*``) for numerical stability.
 * ``GLCICConfig``: the options, with the presets "paper" and "tiny"; ``build_generator`` /
   ``build_discriminators``: the registry's builders (the training recipe is ``tfinpaint.training.recipes.glcic``).
-* ``postprocess``: the official optional Telea + Poisson-blending clean-up (spec §4.6).
+* ``postprocess``: the official optional Telea + Poisson-blending clean-up (docs/architectures.md §4.6).
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def _deconv_bn_relu(filters, name):
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class GLCICGenerator(InpaintingGenerator):
-    """GLCIC completion network (spec §4.2).
+    """GLCIC completion network (docs/architectures.md §4.2).
 
     ``call(image, mask, training=None)``: image float [B, H, W, 3] RGB in [0, 1], mask [B, H, W, 1] with
     1 = hole; H and W multiples of 4. The network sees ``concat[(image - mean) * (1 - mask), mask]`` (holes
@@ -159,7 +159,7 @@ class GLCICGenerator(InpaintingGenerator):
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class GLCICDiscriminator(keras.Model):
-    """Global + local context discriminators with the concatenation FC (spec §4.3); returns logits [B, 1].
+    """Global + local context discriminators with the concatenation FC (docs/architectures.md §4.3); returns logits [B, 1].
 
     ``call(image, mask, training=None)``: image [B, H, W, 3] in [0, 1] (real or completed), mask [B, H, W, 1]
     (1 = hole) selecting the local patch: the H/2 x W/2 window centred on each sample's hole bounding box
@@ -247,7 +247,7 @@ def build_discriminators(config: GLCICConfig) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Optional post-processing (official `inpaint.lua --postproc`, spec §4.6)
+# Optional post-processing (official `inpaint.lua --postproc`, docs/architectures.md §4.6)
 
 
 def postprocess(image_uint8, output_uint8, mask):

@@ -1,6 +1,6 @@
 """Partial Convolutions: "Image Inpainting for Irregular Holes Using Partial Convolutions" (Liu et al., ECCV 2018).
 
-Spec: ``shared/spec/architectures.md`` §3, decisions in ``decisions.md``.
+Spec: ``docs/architectures.md`` §3, decisions in ``decisions.md``.
 
 * ``PConvUNet``: the paper's U-Net of partial convolutions (512 input, 8 stride-2 levels down, 8 up).
   32,865,236 trainable parameters at ``levels=8, cnum=64`` (biases on every layer) plus 10,880 non-trainable
@@ -27,7 +27,7 @@ from tfinpaint.models.base import InpaintingGenerator, ModelConfig, check_positi
 __all__ = ["PConvConfig", "PConvUNet", "build_generator", "build_discriminators", "MAX_LEVELS"]
 
 MAX_LEVELS = 8
-# Paper table (spec §3.2): kernel size and width multiple of each encoder level, shallowest first.
+# Paper table (docs/architectures.md §3.2): kernel size and width multiple of each encoder level, shallowest first.
 _ENCODER_KERNELS = (7, 5, 5, 3, 3, 3, 3, 3)
 _ENCODER_WIDTHS = (1, 2, 4, 8, 8, 8, 8, 8)
 # PyTorch BatchNorm2d defaults (all PConv implementations are PyTorch): running-average weight 0.1, eps 1e-5.
@@ -84,7 +84,7 @@ def _upsample_x2(x):
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class PConvUNet(InpaintingGenerator):
-    """PConv U-Net (spec §3.2).
+    """PConv U-Net (docs/architectures.md §3.2).
 
     Encoder level i: PConv (stride 2) -> BN (not on level 1) -> ReLU. Decoder: nearest x2 upsampling of the
     features and of the mask, channel concat ``[upsampled, skip]`` for both (the [NAO] order), PConv (stride 1)
