@@ -1,4 +1,5 @@
-"""DeepFill v1 (docs/architectures.md §1): the paper-specific parts (BGR option, critics, the recipe's losses against a NumPy
+"""DeepFill v1 (docs/architectures.md §1): the paper-specific parts (BGR option, critics, the recipe's losses against
+a NumPy
 reference); the generator contract is checked for every model in test_model_contract.py."""
 import keras
 import numpy as np

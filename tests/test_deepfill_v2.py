@@ -1,4 +1,5 @@
-"""DeepFill v2 (docs/architectures.md §2): the paper-specific parts (BGR option, SN-PatchGAN, recipe losses against a NumPy
+"""DeepFill v2 (docs/architectures.md §2): the paper-specific parts (BGR option, SN-PatchGAN, recipe losses against a
+NumPy
 computation, mixed precision); the generator contract is checked for every model in test_model_contract.py."""
 import keras
 import numpy as np

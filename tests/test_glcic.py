@@ -1,4 +1,5 @@
-"""GLCIC (docs/architectures.md §4): the paper-specific parts (stored mean, discriminator, recipe, post-process); the generator
+"""GLCIC (docs/architectures.md §4): the paper-specific parts (stored mean, discriminator, recipe, post-process); the
+generator
 contract is checked for every model in test_model_contract.py."""
 import keras
 import numpy as np

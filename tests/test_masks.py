@@ -1,4 +1,5 @@
-"""Mask generators (docs/architectures.md §1.8, §2.7, §3.5), mask-file reading (decisions.md) and the mask-dataset CLI."""
+"""Mask generators (docs/architectures.md §1.8, §2.7, §3.5), mask-file reading (decisions.md) and the mask-dataset
+CLI."""
 import math
 import os
 import subprocess

@@ -83,7 +83,7 @@ def prepare_mask(hole: np.ndarray, image_shape: tuple, size: int, name: str) -> 
         return hole
     if hole.shape != tuple(image_shape):
         warnings.warn(f"{name}: mask size {hole.shape[1]}x{hole.shape[0]} differs from its image "
-                      f"{image_shape[1]}x{image_shape[0]}; resized with nearest neighbour")
+                      f"{image_shape[1]}x{image_shape[0]}; resized with nearest neighbour", stacklevel=2)
         hole = cv2.resize(hole, (image_shape[1], image_shape[0]), interpolation=cv2.INTER_NEAREST)
     return (_square_crop(hole, size, cv2.INTER_NEAREST) > 0.5).astype(np.float32)
 

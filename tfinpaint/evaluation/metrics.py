@@ -87,7 +87,8 @@ def load_inception(weights_path: str):
                                               input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3))
     except (ValueError, OSError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"InceptionV3 weights {weights_path}: not InceptionV3 'notop' weights ({first_line})") from None
+        raise ValueError(f"InceptionV3 weights {weights_path}: not InceptionV3 'notop' weights "
+                         f"({first_line})") from None
 
 
 def inception_statistics(model, images, batch_size: int = 16) -> tuple:

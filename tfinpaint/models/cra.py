@@ -257,7 +257,8 @@ def _as_size(image_size, owner):
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class CRACritic(keras.Model):
-    """HiFill WGAN-GP critic (docs/architectures.md §5.8): six 5x5 stride-2 convs with LeakyReLU(0.2), flatten, Dense(1).
+    """HiFill WGAN-GP critic (docs/architectures.md §5.8): six 5x5 stride-2 convs with LeakyReLU(0.2), flatten,
+    Dense(1).
 
     Input: [B, H, W, 3] images in the generator's internal range ([-1, 1]); no mask channel.
     The Dense layer's input size depends on the image size, so the critic is built for one ``input_size``

@@ -3,10 +3,12 @@
 Spec: ``docs/architectures.md`` §1, decisions in ``decisions.md``.
 
 * ``DeepFillV1Generator``: coarse network + refinement network with a dilated branch and a contextual-attention
-  branch (docs/architectures.md §1.3). Zero 'SAME' padding (official code default), ELU, no normalisation, both stages clipped
+  branch (docs/architectures.md §1.3). Zero 'SAME' padding (official code default), ELU, no normalisation, both
+  stages clipped
   to [-1, 1]. 3,601,542 trainable parameters at ``cnum=32``. Sides must be multiples of 8 (two stride-2 convs,
   then contextual attention matches on a further x1/2 grid).
-* ``DeepFillV1Critic``: the WGAN-GP critics (docs/architectures.md §1.5): local (on the hole-centred H/2 x W/2 patch) and global
+* ``DeepFillV1Critic``: the WGAN-GP critics (docs/architectures.md §1.5): local (on the hole-centred H/2 x W/2 patch)
+  and global
   (whole image), 7,072,770 trainable parameters together at ``dnum=64``.
 * ``DeepFillV1Config``: the options (presets "paper" and "tiny"); ``build_generator`` / ``build_discriminators``:
   the registry's builders. The recipe (``tfinpaint.training.recipes.deepfill_v1``) is the official one
@@ -85,7 +87,8 @@ class DeepFillV1Config(ModelConfig):
 
 
 def _resize_nearest(x, size, align_corners):
-    """Nearest resize; ``align_corners=True`` is neuralgym's ``resize`` (official DeepFill, docs/architectures.md §0.3.2)."""
+    """Nearest resize; ``align_corners=True`` is neuralgym's ``resize`` (official DeepFill, docs/architectures.md
+    §0.3.2)."""
     if align_corners:
         return tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=True, half_pixel_centers=False)
     return tf.image.resize(x, size, method="nearest")

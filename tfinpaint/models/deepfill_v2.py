@@ -265,7 +265,8 @@ class DeepFillV2Generator(InpaintingGenerator):
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class SNPatchGANDiscriminator(keras.Model):
-    """SN-PatchGAN (docs/architectures.md §2.3): six spectrally normalised 5x5 stride-2 convs, LeakyReLU(0.2) after every one
+    """SN-PatchGAN (docs/architectures.md §2.3): six spectrally normalised 5x5 stride-2 convs, LeakyReLU(0.2) after
+    every one
     (the last included, official), flattened to (H/64)*(W/64)*4*dnum scores per image.
 
     Input: one tensor [B, H, W, 4] = concat[image in the generator's internal range ([-1, 1]), hole mask].

@@ -159,7 +159,8 @@ class GLCICGenerator(InpaintingGenerator):
 
 @keras.saving.register_keras_serializable(package="tfinpaint")
 class GLCICDiscriminator(keras.Model):
-    """Global + local context discriminators with the concatenation FC (docs/architectures.md §4.3); returns logits [B, 1].
+    """Global + local context discriminators with the concatenation FC (docs/architectures.md §4.3); returns logits
+    [B, 1].
 
     ``call(image, mask, training=None)``: image [B, H, W, 3] in [0, 1] (real or completed), mask [B, H, W, 1]
     (1 = hole) selecting the local patch: the H/2 x W/2 window centred on each sample's hole bounding box

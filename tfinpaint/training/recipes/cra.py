@@ -11,7 +11,8 @@ __all__ = ["make_losses", "make_recipe"]
 
 
 def make_losses(bgr=False):
-    """Official HiFill objective (docs/architectures.md §5.9): hole L1 (not area-normalised) + valid L1 normalised by the valid area,
+    """Official HiFill objective (docs/architectures.md §5.9): hole L1 (not area-normalised) + valid L1 normalised by
+    the valid area,
     the coarse terms weighted by ``coarse``, WGAN with a gradient penalty over the whole image."""
     def generator_loss(models: ModelSet, batch, weights, training):
         image, mask = batch["image"], batch["mask"]

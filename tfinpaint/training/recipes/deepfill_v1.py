@@ -1,4 +1,5 @@
-"""DeepFill v1's training recipe (docs/architectures.md §1.6-1.7): spatially discounted L1 on the local patch, the valid-pixel
+"""DeepFill v1's training recipe (docs/architectures.md §1.6-1.7): spatially discounted L1 on the local patch, the
+valid-pixel
 autoencoder term and WGAN-GP with a local and a global critic."""
 from __future__ import annotations
 

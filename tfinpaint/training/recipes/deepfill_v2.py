@@ -1,4 +1,5 @@
-"""DeepFill v2's training recipe (docs/architectures.md §2.4, 2.6): L1 on both stages plus the SN-PatchGAN hinge loss."""
+"""DeepFill v2's training recipe (docs/architectures.md §2.4, 2.6): L1 on both stages plus the SN-PatchGAN hinge
+loss."""
 from __future__ import annotations
 
 import tensorflow as tf
@@ -11,7 +12,8 @@ __all__ = ["make_losses", "make_recipe"]
 
 
 def make_losses(bgr=False):
-    """The official v2 objective: plain L1 over the whole image on both stages plus the hinge GAN (docs/architectures.md §2.4)."""
+    """The official v2 objective: plain L1 over the whole image on both stages plus the hinge GAN
+    (docs/architectures.md §2.4)."""
     def discriminator_input(image, mask):
         return tf.concat([to_internal(image, bgr), mask], axis=-1)
 

@@ -1,4 +1,5 @@
-"""Partial Convolutions' training recipe (docs/architectures.md §3.3, §3.4): the paper's valid / hole / perceptual / style / TV
+"""Partial Convolutions' training recipe (docs/architectures.md §3.3, §3.4): the paper's valid / hole / perceptual /
+style / TV
 losses, trained with batch norm everywhere and then fine-tuned with the encoder's batch norm frozen."""
 from __future__ import annotations
 
