@@ -100,6 +100,12 @@ class PConvUNet(InpaintingGenerator):
 
     CONFIG = PConvConfig
 
+    @property
+    def working_size(self) -> int:
+        """The training crop itself: PConv's training masks cover up to about 60 % of the crop, so crops at this
+        size already show it holes at the scale it learnt (and its full-resolution skips stay small)."""
+        return self.training_size
+
     def __init__(self, config=None, **kwargs):
         # The wrapper runs in float32 so Keras does not cast the image down under a mixed policy (known pixels
         # must come back bit-exact); the layers inside follow the global policy.
