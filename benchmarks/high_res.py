@@ -89,7 +89,10 @@ def run_case(model, strategy, size_key, areas, repeats, photo_count) -> dict:
         start = time.perf_counter()
         result = inpainter(image, hole)
         first.append(time.perf_counter() - start)
-        assert np.array_equal(result[~hole], image[~hole])
+        # Known pixels exact, checked in bands of rows so the check adds little to the peak memory measured.
+        for top in range(0, hole.shape[0], 256):
+            rows = slice(top, top + 256)
+            assert np.array_equal(result[rows][~hole[rows]], image[rows][~hole[rows]])
         for _ in range(repeats):
             start = time.perf_counter()
             inpainter(image, hole)
